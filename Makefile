@@ -1,0 +1,38 @@
+# One entry point for installing, running and testing. Heavy artefacts (virtualenv aside) live in
+# $(SOAR_CACHE), outside the repository, keyed by version or content hash.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOAR_CACHE ?= $(HOME)/.cache/soar
+export SOAR_CACHE
+
+.PHONY: install run test lint format k8s-bins bench crd
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[train,operator,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/soar run examples/tiny-cpu.yaml
+
+k8s-bins:
+	bash tools/k8s/build.sh
+
+test: install k8s-bins
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+crd: install
+	$(BIN)/soar crd > crds/soarrun.yaml
+
+bench: install
+	$(BIN)/python benchmarks/student_step.py

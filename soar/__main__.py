@@ -1,0 +1,3 @@
+from soar.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""The `soar` command: run, validate, stage, crd, report, data."""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from soar.spec import SpecError, load_run
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.manifests:
+        try:
+            run = load_run(path)
+            print(f"{path}: ok (SoarRun {run.metadata.name})")
+        except SpecError as err:
+            print(err, file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from soar.executor import LocalExecutor, completed, open_run
+    from soar.report import summary
+
+    run = load_run(args.manifest)
+    store, spec = open_run(run, Path(args.manifest).resolve().parent, Path.cwd())
+    parallelism = args.parallelism or spec.execution.parallelism
+    print(f"SoarRun {run.metadata.name}: {spec.steps} steps, store {store.uri}", flush=True)
+    started = time.time()
+
+    def on_event(kind: str, stage, manifest: dict) -> None:
+        if kind != "finished":
+            return
+        info = manifest.get("summary") or {}
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in info.items())
+        elapsed = time.time() - started
+        print(
+            f"[{elapsed:7.1f}s] step {stage.step}/{spec.steps} {stage.key.split('/')[-1]:<18} "
+            f"{manifest['seconds']:6.1f}s  {shown}",
+            flush=True,
+        )
+
+    LocalExecutor(store, spec, parallelism, on_event).run()
+    print()
+    print(summary(store, completed(store)))
+    print(f"\nfinished in {time.time() - started:.1f}s")
+    return 0
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from soar.stages import run_stage
+    from soar.store import open_store
+
+    index = args.index
+    if index is None and os.environ.get("JOB_COMPLETION_INDEX"):
+        index = int(os.environ["JOB_COMPLETION_INDEX"])
+    manifest = run_stage(open_store(args.run), args.name, args.step, index)
+    print(f"stage {args.name} step {args.step} done in {manifest['seconds']}s", flush=True)
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from soar.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from soar.executor import completed
+    from soar.report import summary
+    from soar.store import open_store
+
+    store = open_store(args.run)
+    print(summary(store, completed(store)))
+    return 0
+
+
+def cmd_build_hard_set(args: argparse.Namespace) -> int:
+    from soar.hardset import build_hard_set, read_problems, write_jsonl
+    from soar.models import load_model
+    from soar.prompts import MATH
+    from soar.sampler import TransformersSampler
+    from soar.verify import AnswerChecker
+
+    domain = MATH
+    if args.domain == "arith":
+        from soar.arith import ARITH
+
+        domain = ARITH
+    problems = read_problems(args.input, args.question_field, args.answer_field)
+    model, tokenizer = load_model(args.model)
+    with AnswerChecker(workers=args.workers) as checker:
+        train, test = build_hard_set(
+            TransformersSampler(model, tokenizer),
+            domain,
+            problems,
+            k=args.k,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            checker=checker,
+        )
+    write_jsonl(args.train_out, train)
+    write_jsonl(args.test_out, test)
+    print(
+        f"{len(problems)} problems, {len(train) + len(test)} fail@{args.k}: "
+        f"{len(train)} -> {args.train_out}, {len(test)} -> {args.test_out}"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="soar", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a SoarRun locally")
+    run.add_argument("manifest")
+    run.add_argument("--parallelism", type=int, help="stages at once (default: spec.execution)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check manifests without running anything")
+    validate.add_argument("manifests", nargs="+")
+    validate.set_defaults(func=cmd_validate)
+
+    stage = sub.add_parser("stage", help="run one stage of a run (what executors call)")
+    stage.add_argument("name")
+    stage.add_argument("--run", required=True, help="run store URI")
+    stage.add_argument("--step", type=int, required=True)
+    stage.add_argument("--index", type=int, help="student index (default: $JOB_COMPLETION_INDEX)")
+    stage.set_defaults(func=cmd_stage)
+
+    crd = sub.add_parser("crd", help="print the SoarRun CustomResourceDefinition")
+    crd.set_defaults(func=cmd_crd)
+
+    report = sub.add_parser("report", help="summarise a run store")
+    report.add_argument("run", help="run store URI")
+    report.set_defaults(func=cmd_report)
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="tool", required=True)
+    hard = data.add_parser("build-hard-set", help="keep the problems a model fails k times of k")
+    hard.add_argument("--model", required=True, help="model ref or checkpoint directory")
+    hard.add_argument("--input", required=True, help="JSONL of problems")
+    hard.add_argument("--train-out", required=True)
+    hard.add_argument("--test-out", required=True)
+    hard.add_argument("--k", type=int, default=128)
+    hard.add_argument("--domain", choices=["math", "arith"], default="math")
+    hard.add_argument("--question-field", default="question")
+    hard.add_argument("--answer-field", default="answer")
+    hard.add_argument("--max-new-tokens", type=int, default=1024)
+    hard.add_argument("--temperature", type=float, default=1.0)
+    hard.add_argument("--seed", type=int, default=0)
+    hard.add_argument("--workers", type=int, default=1)
+    hard.set_defaults(func=cmd_build_hard_set)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (SpecError, RuntimeError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

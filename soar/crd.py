@@ -1,0 +1,150 @@
+"""The SoarRun CustomResourceDefinition, generated from the spec models so the two never drift."""
+
+from typing import Any
+
+import yaml
+
+from soar.spec import API_VERSION, KIND, SoarRunSpec
+
+GROUP, VERSION = API_VERSION.split("/")
+PLURAL = "soarruns"
+
+# Cross-field checks the API server enforces before the operator sees a manifest. The same rules
+# live in the pydantic validators, so `soar validate` and `kubectl apply` agree.
+CEL_RULES = [
+    {
+        "rule": "self.evaluation.ks.all(k, k <= self.evaluation.samples)",
+        "message": "evaluation.ks must not exceed evaluation.samples",
+        "fieldPath": ".evaluation.ks",
+    },
+    {
+        "rule": "self.mode == 'soar' || self.reward.kind == 'grounded'",
+        "message": "reward.kind learnability needs mode soar",
+        "fieldPath": ".reward.kind",
+    },
+]
+DATA_RULES = [
+    {
+        "rule": "has(self.builtin) != (has(self.hardTrain) && has(self.hardTest))",
+        "message": "set builtin, or both hardTrain and hardTest",
+    },
+    {
+        "rule": "!has(self.builtin) || (!has(self.hardTrain) && !has(self.hardTest))",
+        "message": "builtin and hardTrain/hardTest are exclusive",
+    },
+]
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Step", "type": "string", "jsonPath": ".status.progress"},
+    {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+    {"name": "Promotions", "type": "integer", "jsonPath": ".status.promotions"},
+    {"name": "Reward MA", "type": "string", "jsonPath": ".status.rewardMovingAverage"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+# Keys of pydantic's JSON Schema that a structural CRD schema accepts as they are.
+KEPT_KEYS = (
+    "type",
+    "description",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "pattern",
+    "enum",
+)
+
+
+def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn one pydantic JSON Schema node into an OpenAPI v3.0 structural schema node."""
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        return _structural({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express union {node['anyOf']} in a CRD schema")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        return {**_structural({**options[0], **rest}, defs), "nullable": True}
+    out = {key: node[key] for key in KEPT_KEYS if node.get(key) is not None}
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    if "enum" in out:
+        out.setdefault("type", "string")
+    # JSON Schema 2020-12 gives exclusive bounds as numbers; OpenAPI v3.0 as booleans.
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if node.get(bound) is not None:
+            out[plain], out[bound] = node[bound], True
+    if "properties" in node:
+        out["type"] = "object"
+        out["properties"] = {k: _structural(v, defs) for k, v in node["properties"].items()}
+        if node.get("required"):
+            out["required"] = node["required"]
+    if "items" in node:
+        out["items"] = _structural(node["items"], defs)
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """openAPIV3Schema of .spec, with CEL rules attached."""
+    raw = SoarRunSpec.model_json_schema()
+    schema = _structural(raw, raw.get("$defs", {}))
+    schema["x-kubernetes-validations"] = CEL_RULES
+    schema["properties"]["data"]["x-kubernetes-validations"] = DATA_RULES
+    return schema
+
+
+def crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["soar"],
+                "categories": ["all"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    """The CRD as the YAML document committed in crds/soarrun.yaml."""
+    header = "# Generated by `soar crd` from soar/spec.py. Do not edit by hand.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)

