@@ -139,7 +139,10 @@ class Evaluation(Model):
     every: int = Field(10, ge=1, description="Evaluate the baseline student every this many steps.")
     samples: int = Field(32, ge=1, le=4096, description="Samples per hard test problem for pass@k.")
     ks: list[int] = Field(
-        default_factory=lambda: [1, 4, 8, 16, 32], min_length=1, description="k values of pass@k."
+        default_factory=lambda: [1, 4, 8, 16, 32],
+        min_length=1,
+        max_length=16,
+        description="k values of pass@k.",
     )
     maxProblems: int | None = Field(
         None, ge=1, description="Evaluate on at most this many hard test problems."
