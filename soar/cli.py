@@ -166,13 +166,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Exit codes tell executors whether a retry can help: 2 means the input is wrong (a bad manifest,
+# a malformed data file, a model that cannot follow the format) and the same command will fail
+# again; 1 means something transient or unexpected failed.
+EXIT_TRANSIENT, EXIT_PERMANENT = 1, 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    from soar.stages import StageError
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (SpecError, RuntimeError, ValueError, FileNotFoundError) as err:
+    except (SpecError, StageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_PERMANENT
+    except (RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_TRANSIENT

@@ -86,6 +86,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["required"] = node["required"]
     if "items" in node:
         out["items"] = _structural(node["items"], defs)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and extra:
+        out["additionalProperties"] = _structural(extra, defs)
+    elif out.get("type") == "object" and "properties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True  # free-form Kubernetes objects
     return out
 
 

@@ -156,6 +156,10 @@ class Training(Model):
     )
 
 
+class SecretRef(Model):
+    name: str = Field(min_length=1, description="Name of a Secret in the run's namespace.")
+
+
 class Storage(Model):
     uri: str | None = Field(
         None,
@@ -163,6 +167,54 @@ class Storage(Model):
         "after the run in the working directory.",
         pattern=r"^(file://|s3://).+",
     )
+    endpoint: str | None = Field(None, description="S3 endpoint URL (default: AWS).")
+    secretRef: SecretRef | None = Field(
+        None,
+        description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) become the "
+        "stages' environment. Credentials never appear in the manifest, status or logs.",
+    )
+
+
+class PodSettings(Model):
+    """Pod settings for a stage's Jobs, over the operator's defaults (Kubernetes field names)."""
+
+    image: str | None = Field(None, description="Worker image.")
+    resources: dict[str, Any] | None = Field(None, description="Container resources.")
+    nodeSelector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    volumes: list[dict[str, Any]] | None = None
+    volumeMounts: list[dict[str, Any]] | None = None
+    env: list[dict[str, Any]] | None = Field(None, description="Extra container env entries.")
+    serviceAccountName: str | None = None
+    imagePullSecrets: list[dict[str, Any]] | None = None
+    parallelism: int | None = Field(
+        None, ge=1, description="Pods at once for the indexed student Job (default: all)."
+    )
+
+
+class Pods(Model):
+    """Per-stage pod settings; each stage's settings override `default` field by field."""
+
+    default: PodSettings = Field(default_factory=PodSettings)
+    prepare: PodSettings | None = None
+    teacherGenerate: PodSettings | None = None
+    baseline: PodSettings | None = None
+    student: PodSettings | None = None
+    teacherUpdate: PodSettings | None = None
+    evaluate: PodSettings | None = None
+
+
+class Retries(Model):
+    limit: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Failed attempts of a stage before the run "
+        "fails (evictions and preemptions do not count).",
+    )
+    backoffSeconds: float = Field(10.0, ge=0, description="Wait before the first retry; doubles.")
+    maxBackoffSeconds: float = Field(600.0, ge=0, description="Longest wait between retries.")
 
 
 class Execution(Model):
@@ -186,7 +238,14 @@ class SoarRunSpec(Model):
     training: Training = Field(default_factory=Training)
     storage: Storage = Field(default_factory=Storage)
     execution: Execution = Field(default_factory=Execution)
-    suspend: bool = Field(False, description="Start no new stages while true.")
+    pods: Pods = Field(default_factory=Pods)
+    retries: Retries = Field(default_factory=Retries)
+    activeDeadlineSeconds: int | None = Field(
+        None, ge=1, description="Fail the run if it has not finished this long after it started."
+    )
+    suspend: bool = Field(
+        False, description="Start no new stages while true; running stages finish."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> "SoarRunSpec":
