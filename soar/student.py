@@ -1,0 +1,217 @@
+"""The student inner loop: a few RLOO steps on a dataset of (question, answer) pairs, and grading.
+
+Each step samples from the current policy, scores the completions against the dataset's answers
+(the teacher's answers are the reference, right or wrong), and takes one AdamW step. Per step the
+model runs batched generation, one forward pass with gradient for the policy's log-probs and, only
+when kl_coef > 0, one forward pass without gradient for the reference's.
+"""
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import get_cosine_schedule_with_warmup
+
+from soar.prompts import Domain
+from soar.rloo import Normalisation, completion_logprobs, rloo_advantages, rloo_loss, sequence_kl
+from soar.sampler import TransformersSampler
+
+KLPenalty = Literal["loss", "reward"]
+RewardFn = Callable[[list[str], list[str]], list[float]]
+CorrectFn = Callable[[list[str], list[str]], list[bool]]
+
+
+def make_student(model, lora: dict | None, *, seed: int = 0):
+    """The model to train: itself for full fine-tuning, else wrapped with a fresh LoRA adapter.
+
+    A model that already carries an adapter (a promoted LoRA student) is merged first, so that
+    disabling the new adapter gives back the weights the inner loop starts from: its KL reference.
+    lora keys: rank, alpha, and optionally dropout (0) and target_modules ("all-linear").
+    """
+    if lora is None:
+        return model
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    config = LoraConfig(
+        r=lora["rank"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora.get("dropout", 0.0),
+        target_modules=lora.get("target_modules", "all-linear"),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)  # the adapter's A matrices are drawn from the global generator
+    return get_peft_model(model, config)
+
+
+def frozen_copy(model):
+    """The KL reference for full fine-tuning: the starting weights, without gradients."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def question_order(n: int, seed: int) -> list[int]:
+    """A seeded permutation of the dataset; steps walk through it and wrap around."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def step_batch(questions: list[dict], order: list[int], step: int, size: int) -> list[dict]:
+    return [questions[order[(step * size + k) % len(order)]] for k in range(size)]
+
+
+@torch.no_grad()
+def reference_logprobs(policy, ref, prompt_ids, completion_ids, pad_id, temperature):
+    """Log-probs under the loop's starting weights: the frozen copy, or the LoRA base model."""
+    if ref is not None:
+        return completion_logprobs(ref, prompt_ids, completion_ids, pad_id, temperature)[0]
+    with policy.disable_adapter():
+        return completion_logprobs(policy, prompt_ids, completion_ids, pad_id, temperature)[0]
+
+
+def batch_loss(
+    policy,
+    ref,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    rewards: torch.Tensor,
+    *,
+    pad_id: int,
+    temperature: float,
+    kl_coef: float,
+    kl_penalty: KLPenalty = "loss",
+    normalisation: Normalisation = "token",
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Loss, advantages and stats of one sampled batch; rewards [questions, group], row-major.
+
+    One forward pass with gradient for the policy and, only when kl_coef > 0, one without for
+    the reference (ref, or the LoRA base model when ref is None).
+    """
+    if kl_penalty not in ("loss", "reward"):
+        raise ValueError(f"kl_penalty must be 'loss' or 'reward', got {kl_penalty!r}")
+    logprobs, mask = completion_logprobs(policy, prompt_ids, completion_ids, pad_id, temperature)
+    rewards = rewards.to(logprobs.device)
+    ref_logprobs = None
+    if kl_coef > 0:
+        ref_logprobs = reference_logprobs(
+            policy, ref, prompt_ids, completion_ids, pad_id, temperature
+        ).to(logprobs.device)
+        if kl_penalty == "reward":
+            kl = sequence_kl(logprobs, ref_logprobs, mask).view_as(rewards)
+            rewards, kl_coef = rewards - kl_coef * kl, 0.0
+    advantages = rloo_advantages(rewards).flatten()
+    loss, stats = rloo_loss(logprobs, ref_logprobs, advantages, mask, kl_coef, normalisation)
+    return loss, advantages, stats | {"completion_tokens": mask.sum(-1).mean().item()}
+
+
+def train_rloo(
+    policy,
+    tokenizer,
+    questions: list[dict],
+    *,
+    domain: Domain,
+    reward_fn: RewardFn,
+    steps: int,
+    batch_questions: int,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    lr: float,
+    warmup_steps: int = 0,
+    kl_coef: float,
+    max_grad_norm: float = 1.0,
+    normalisation: Normalisation = "token",
+    kl_penalty: KLPenalty = "loss",
+    seed: int,
+    sampler_batch_size: int = 256,
+    ref=None,
+) -> list[dict]:
+    """Train policy in place with RLOO on questions ({"question", "answer"}); stats per step.
+
+    The KL reference is ref if given, else the starting weights (a frozen copy, or the LoRA base
+    with the adapter disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
+    summed k1 from the rewards before the leave-one-out baseline (see soar.rloo).
+    """
+    if temperature <= 0:
+        raise ValueError("RLOO samples from the policy: temperature must be > 0")
+    torch.manual_seed(seed)
+    if kl_coef > 0 and ref is None and not isinstance(policy, PeftModel):
+        ref = frozen_copy(policy)
+    sampler = TransformersSampler(policy, tokenizer, batch_size=sampler_batch_size)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    order = question_order(len(questions), seed)
+    policy.train()
+
+    history = []
+    for step in range(steps):
+        start = time.perf_counter()
+        batch = step_batch(questions, order, step, batch_questions)
+        prompts = [domain.student_prompt(q["question"]) for q in batch]
+        groups = sampler.generate(
+            prompts,
+            n=group_size,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed * 10_007 + step,
+        )
+        samples = [s for group in groups for s in group]
+        references = [q["answer"] for q in batch for _ in range(group_size)]
+        rewards = torch.tensor(
+            reward_fn([s.text for s in samples], references), dtype=torch.float32
+        )
+
+        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        loss, _, loss_stats = batch_loss(
+            policy,
+            ref,
+            [ids for ids in prompt_ids for _ in range(group_size)],
+            [s.token_ids for s in samples],
+            rewards.view(batch_questions, group_size),
+            pad_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            kl_coef=kl_coef,
+            kl_penalty=kl_penalty,
+            normalisation=normalisation,
+        )
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        lr_now = schedule.get_last_lr()[0]
+        optimizer.step()
+        schedule.step()
+        history.append(
+            {
+                "step": step,
+                "reward": rewards.mean().item(),
+                "kl": loss_stats.get("kl", 0.0),
+                "loss": loss_stats["loss"],
+                "grad_norm": grad_norm.item(),
+                "lr": lr_now,
+                "completion_tokens": loss_stats["completion_tokens"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    policy.eval()  # ready for grading
+    return history
+
+
+def greedy_correct(
+    model,
+    tokenizer,
+    questions: list[dict],
+    *,
+    domain: Domain,
+    correct_fn: CorrectFn,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[bool]:
+    """Whether the greedy (temperature 0) completion of each question matches its answer."""
+    sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
+    prompts = [domain.student_prompt(q["question"]) for q in questions]
+    groups = sampler.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    return correct_fn([g[0].text for g in groups], [q["answer"] for q in questions])
