@@ -32,7 +32,9 @@ class Sampler(Protocol):
 
 
 class TransformersSampler:
-    """Batched generation with transformers' generate; prompts are left-padded."""
+    """Batched sampling with a KV cache, written out so each token's log-prob is taken as it is
+    drawn: nothing of size [batch, steps, vocab] is kept, and the per-step overhead is one forward.
+    Prompts are left-padded; positions come from the attention mask, as in training."""
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model = model
@@ -40,7 +42,6 @@ class TransformersSampler:
         self.batch_size = batch_size
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"
 
     @torch.no_grad()
     def generate(
@@ -53,49 +54,73 @@ class TransformersSampler:
         seed: int = 0,
     ) -> list[list[Sample]]:
         flat = [p for p in prompts for _ in range(n)]
-        samples: list[Sample] = []
+        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        generator = torch.Generator().manual_seed(seed)
         was_training = self.model.training
         self.model.eval()
+        samples: list[Sample] = []
         for start in range(0, len(flat), self.batch_size):
-            torch.manual_seed(seed * 1_000_003 + start)
-            samples.extend(
-                self._generate_batch(
-                    flat[start : start + self.batch_size], temperature, max_new_tokens
-                )
-            )
+            batch = ids[start : start + self.batch_size]
+            samples.extend(self._generate_batch(batch, temperature, max_new_tokens, generator))
         self.model.train(was_training)
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _generate_batch(
-        self, prompts: list[str], temperature: float, max_new_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        temperature: float,
+        max_new_tokens: int,
+        generator: torch.Generator,
     ) -> list[Sample]:
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {
-            k: v.to(self.model.device)
-            for k, v in enc.items()
-            if k in ("input_ids", "attention_mask")
-        }
-        greedy = temperature <= 0
-        out = self.model.generate(
-            **enc,
-            do_sample=not greedy,
-            temperature=None if greedy else temperature,
-            top_k=None if greedy else 0,
-            top_p=None,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            return_dict_in_generate=True,
-            output_scores=True,
+        device = self.model.device
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        batch, width = len(prompt_ids), max(len(p) for p in prompt_ids)
+        input_ids = torch.full((batch, width), pad, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for row, p in enumerate(prompt_ids):
+            input_ids[row, width - len(p) :] = torch.tensor(p)
+            attention[row, width - len(p) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long)
+        logprobs = torch.zeros((batch, max_new_tokens))
+        lengths = torch.full((batch,), max_new_tokens, dtype=torch.long)
+        finished = torch.zeros(batch, dtype=torch.bool)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True
         )
-        new = out.sequences[:, enc["input_ids"].shape[1] :]
-        scores = torch.stack(out.scores, dim=1).float()  # [batch, steps, vocab], after temperature
-        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        eos = self.tokenizer.eos_token_id
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1, :].float().cpu()
+            if temperature > 0:
+                logp = torch.log_softmax(logits / temperature, dim=-1)
+                token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            else:
+                logp = torch.log_softmax(logits, dim=-1)
+                token = logits.argmax(-1)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            tokens[:, step] = token
+            logprobs[:, step] = logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            ended = ~finished & (token == eos)
+            lengths[ended] = step + 1
+            finished |= ended
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            attention = torch.cat(
+                [attention, torch.ones((batch, 1), dtype=torch.long, device=device)], -1
+            )
+            positions = positions[:, -1:] + 1
+            out = self.model(
+                input_ids=token.unsqueeze(-1).to(device),
+                attention_mask=attention,
+                position_ids=positions,
+                cache=out.cache,
+                use_cache=True,
+            )
         result = []
-        for row, row_lp in zip(new.tolist(), logprobs.tolist(), strict=True):
-            length = row.index(eos) + 1 if eos in row else len(row)
-            ids = row[:length]
+        for row in range(batch):
+            length = int(lengths[row])
+            ids = tokens[row, :length].tolist()
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            result.append(Sample(text, ids, row_lp[:length], finished=eos in row))
+            done = bool(finished[row])
+            result.append(Sample(text, ids, logprobs[row, :length].tolist(), finished=done))
         return result
