@@ -19,6 +19,9 @@ ARITH = Domain(
 )
 
 QUESTION_FORMAT = re.compile(r"(\d+)\+(\d+)")
+# Where the builtin tiny model (soar.tinymodel) is weak: it saw 5-digit sums rarely in training,
+# and 6-digit ones never. A fail@k filter over a pool drawn here leaves a genuine hard split.
+HARD_DIFFICULTIES = (5, 6)
 
 
 def make_problem(rng: random.Random, difficulty: int) -> dict:
@@ -68,7 +71,9 @@ def distinct_problems(difficulty: int) -> int:
     return numbers * numbers
 
 
-def build_arith_pool(n: int, seed: int, difficulties: tuple[int, ...]) -> list[dict]:
+def build_arith_pool(
+    n: int, seed: int, difficulties: tuple[int, ...] = HARD_DIFFICULTIES
+) -> list[dict]:
     """n distinct problems, spread evenly over the difficulties, for a fail@k filter to sift."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GgufConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from soar import tinymodel
 
@@ -43,9 +49,12 @@ def cached_dir(name: str, build: Callable[[Path], None]) -> Path:
     with open(final.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if we crash
         if not final.is_dir():
+            for stale in final.parent.glob(f".{name}.*/"):  # left by a build that was killed
+                shutil.rmtree(stale)
             staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
             try:
                 build(staging)
+                staging.chmod(0o755)  # mkdtemp made it private; the cache is shared
                 staging.rename(final)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -102,7 +111,9 @@ def resolve(ref: str) -> Path:
     return path
 
 
-def load_model(ref: str, *, dtype: str = "float32", device: str = "cpu") -> tuple:
+def load_model(
+    ref: str, *, dtype: str = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for a builtin name or a checkpoint directory, in eval mode."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -113,7 +124,9 @@ def load_model(ref: str, *, dtype: str = "float32", device: str = "cpu") -> tupl
     return model, tokenizer
 
 
-def save_model(model, tokenizer, path: str | Path) -> None:
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> None:
     """A checkpoint directory that load_model reads back: safetensors weights, config, tokenizer."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -1,0 +1,81 @@
+import random
+
+import pytest
+
+from soar.arith import (
+    ARITH,
+    build_arith_pool,
+    column_steps,
+    make_problem,
+    solution_text,
+    teacher_text,
+)
+from soar.prompts import last_boxed, parse_teacher_output
+
+
+def test_problems_are_deterministic_for_a_seed():
+    first = [make_problem(random.Random(3), d) for d in range(1, 6)]
+    again = [make_problem(random.Random(3), d) for d in range(1, 6)]
+    other = [make_problem(random.Random(4), d) for d in range(1, 6)]
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3, 5, 8])
+def test_difficulty_is_the_number_of_digits_and_the_answer_is_the_sum(difficulty):
+    rng = random.Random(difficulty)
+    for _ in range(50):
+        problem = make_problem(rng, difficulty)
+        a, b = problem["question"].split("+")
+        assert len(a) == len(b) == difficulty
+        assert problem["answer"] == str(int(a) + int(b))
+        assert problem["difficulty"] == difficulty
+
+
+def test_worked_solution_adds_columns_least_significant_first():
+    assert solution_text("47+85", "132") == " 7+5+0=12,4+8+1=13 \\boxed{132}"
+    assert column_steps("999+1") == ["9+1+0=10", "9+0+1=10", "9+0+1=10"]
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 4, 7])
+def test_solution_steps_reach_the_boxed_answer(difficulty):
+    rng = random.Random(difficulty)
+    for _ in range(50):
+        problem = make_problem(rng, difficulty)
+        text = solution_text(problem["question"], problem["answer"])
+        assert text.endswith(f"\\boxed{{{problem['answer']}}}")
+        assert last_boxed(text) == problem["answer"]
+        sums = [int(step.split("=")[1]) for step in column_steps(problem["question"])]
+        digits = "".join(str(s % 10) for s in reversed(sums))
+        assert int(str(sums[-1] // 10) + digits) == int(problem["answer"])
+
+
+def test_solution_rejects_a_question_that_is_not_a_sum():
+    with pytest.raises(ValueError, match="not a sum"):
+        solution_text("7*8", "56")
+
+
+def test_teacher_text_parses_back():
+    rng = random.Random(0)
+    for difficulty in (1, 3, 6):
+        problem = make_problem(rng, difficulty)
+        text = ARITH.teacher_prompt + teacher_text(problem["question"], problem["answer"])
+        pair = parse_teacher_output(text)
+        assert pair is not None
+        assert (pair.question, pair.answer) == (problem["question"], problem["answer"])
+
+
+def test_student_prompt_is_short():
+    assert ARITH.student_prompt("47+85") == "User: 47+85 Assistant:"
+
+
+def test_pool_is_distinct_deterministic_and_spread_over_difficulties():
+    pool = build_arith_pool(40, seed=1, difficulties=(4, 5))
+    assert pool == build_arith_pool(40, seed=1, difficulties=(4, 5))
+    assert len({p["question"] for p in pool}) == 40
+    assert sorted(p["difficulty"] for p in pool) == [4] * 20 + [5] * 20
+
+
+def test_pool_larger_than_the_difficulty_allows_is_refused():
+    with pytest.raises(ValueError, match="distinct"):
+        build_arith_pool(101, seed=0, difficulties=(1,))

@@ -1,0 +1,155 @@
+"""`soar run` end to end on the tiny model: a whole run, resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "apiVersion": "soar.dev/v1alpha1",
+    "kind": "SoarRun",
+    "metadata": {"name": "e2e"},
+    "spec": {
+        "steps": 2,
+        "seed": 3,
+        "data": {"domain": "arith", "builtin": "arith", "poolSize": 60, "failK": 8},
+        "teacher": {
+            "datasets": 2,
+            "questionsPerDataset": 4,
+            "maxNewTokens": 64,
+            "learningRate": 1e-4,
+            "warmupSteps": 0,
+        },
+        "student": {
+            "repeats": 2,
+            "innerSteps": 2,
+            "extraStepsAfterPromotion": 1,
+            "batchQuestions": 2,
+            "groupSize": 4,
+            "maxNewTokens": 64,
+            "learningRate": 1e-4,
+        },
+        "reward": {"questions": 8},
+        "promotion": {"threshold": -1.0, "window": 1},
+        "evaluation": {"every": 1, "samples": 4, "ks": [1, 4], "maxProblems": 8},
+        "execution": {"parallelism": 2},
+    },
+}
+
+
+def write_manifest(folder: Path, **overrides) -> Path:
+    doc = json.loads(json.dumps(TINY))
+    doc["spec"].update(overrides)
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def soar(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "soar", *args], cwd=cwd, capture_output=True, text=True, **kw
+    )
+
+
+def step_records(store: Path) -> dict[str, object]:
+    """Everything a run decides, without timings: records, evaluations, PQ."""
+    files = sorted(store.glob("steps/*/record.json")) + sorted(store.glob("eval/*.json"))
+    files += [store / "pq.jsonl"] if (store / "pq.jsonl").exists() else []
+    return {str(p.relative_to(store)): p.read_text() for p in files}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = soar("run", str(write_manifest(folder)), cwd=folder)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "promotions:" in result.stdout and "pass@1=" in result.stdout
+    return folder / "e2e"
+
+
+@pytest.mark.slow
+def test_run_completes_with_every_output(finished_run):
+    store = finished_run
+    assert json.loads((store / "state.json").read_text())["step"] == 2
+    record = json.loads((store / "steps/2/record.json").read_text())
+    assert len(record["student_rewards"]) == 2 and len(record["student_rewards"][0]) == 2
+    # threshold -1 and window 1: every step promotes, PQ gets one dataset per step
+    assert record["promotions"] == 2 and record["baseline"] == "checkpoints/student/2"
+    assert len((store / "pq.jsonl").read_text().splitlines()) == 2 * 4
+    assert (store / "checkpoints/teacher/2/COMPLETE").exists()
+    assert sorted(p.name for p in (store / "eval").iterdir()) == ["0.json", "1.json", "2.json"]
+    ev = json.loads((store / "eval/0.json").read_text())
+    assert set(ev["pass_at_k"]) == {"1", "4"}
+    # the hard split really is hard for the base model: fail@k when it was built
+    assert ev["pass_at_k"]["1"] < 0.5
+    second = json.loads((store / "steps/2/students/0/result.json").read_text())
+    assert second["inner_steps"] == 3  # innerSteps + extraStepsAfterPromotion after a promotion
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(finished_run):
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    result = soar("run", str(finished_run.parent / "run.yaml"), cwd=finished_run.parent)
+    assert result.returncode == 0, result.stderr
+    changed = [
+        p
+        for p, m in before.items()
+        if p.exists() and p.stat().st_mtime_ns != m and "logs" not in p.parts
+    ]
+    assert changed == []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_records(finished_run, tmp_path):
+    manifest = write_manifest(tmp_path)
+    store = tmp_path / "e2e"
+    kills = 0
+    for wait_for in ["done/1/student-0.json", "done/1/teacher-update.json", "done/2/baseline.json"]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "soar", "run", str(manifest)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 300
+        while not (store / wait_for).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert step_records(store) == step_records(finished_run)
+
+
+def test_bad_manifest_fails_before_any_work(tmp_path):
+    manifest = write_manifest(tmp_path, teacher={"datasets": 1})
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec.teacher.datasets: must be >= 2 for RLOO" in result.stderr
+    assert not (tmp_path / "e2e").exists()
+
+
+def test_changed_spec_is_refused_on_resume(tmp_path):
+    manifest = write_manifest(tmp_path, data={"hardTrain": "a.jsonl", "hardTest": "b.jsonl"})
+    (tmp_path / "a.jsonl").write_text('{"question": "1+1", "answer": "2"}\n{"oops\n')
+    (tmp_path / "b.jsonl").write_text('{"question": "1+2", "answer": "3"}\n')
+    first = soar("run", str(manifest), cwd=tmp_path)
+    assert first.returncode == 2
+    assert "a.jsonl" in first.stderr and "line 2" in first.stderr  # names the file and line
+    manifest = write_manifest(
+        tmp_path, steps=7, data={"hardTrain": "a.jsonl", "hardTest": "b.jsonl"}
+    )
+    second = soar("run", str(manifest), cwd=tmp_path)
+    assert second.returncode == 2
+    assert "different spec.steps" in second.stderr
