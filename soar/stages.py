@@ -117,6 +117,7 @@ def _build_arith_hard_set(run: Run) -> tuple[list[dict], list[dict]]:
     spec = run.spec
     model, tokenizer = load_model(spec.model.name, dtype=spec.model.dtype)
     pool = build_arith_pool(spec.data.poolSize, derive_seed(spec.seed, "pool"))
+    pool = [{"id": f"arith-{i}", **problem} for i, problem in enumerate(pool)]
     with checker() as check:
         return build_hard_set(
             TransformersSampler(model, tokenizer),
