@@ -173,6 +173,7 @@ EXIT_TRANSIENT, EXIT_PERMANENT = 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    from soar.executor import ExecutorError
     from soar.stages import StageError
 
     args = parser().parse_args(argv)
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except ExecutorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_PERMANENT if err.exit_code == EXIT_PERMANENT else EXIT_TRANSIENT
     except (SpecError, StageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PERMANENT

@@ -43,6 +43,77 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
+# Status is written by the operator only; every field is bounded so that a run of any length
+# keeps a small object (the latest step record and evaluation, never a history).
+CONDITION_SCHEMA = {
+    "type": "object",
+    "required": ["type", "status"],
+    "properties": {
+        "type": {"type": "string", "maxLength": 64},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {"type": "string", "maxLength": 128},
+        "message": {"type": "string", "maxLength": 2048},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def _field(kind: str, description: str, **bounds: Any) -> dict[str, Any]:
+    return {"type": kind, "description": description, **bounds}
+
+
+STATUS_SCHEMA = {
+    "type": "object",
+    "description": "Written by the operator: where the run stands and its latest results.",
+    "properties": {
+        "phase": _field(
+            "string",
+            "Pending, Running, Suspended, Succeeded or Failed.",
+            enum=["Pending", "Running", "Suspended", "Succeeded", "Failed"],
+        ),
+        "step": _field("integer", "Last committed outer step (0: none yet).", minimum=0),
+        "totalSteps": _field("integer", "T: outer steps of the run.", minimum=0),
+        "progress": _field("string", "step/totalSteps.", maxLength=32),
+        "stage": _field(
+            "string", "Stages running or about to run, comma-separated.", maxLength=256
+        ),
+        "attempt": _field("integer", "Highest attempt among those stages.", minimum=1),
+        "promotions": _field("integer", "Students promoted so far.", minimum=0),
+        "teacherReward": _field("number", "Teacher reward of the last committed step."),
+        "rewardMovingAverage": _field(
+            "string", "Moving average of the teacher reward, signed.", maxLength=32
+        ),
+        "baselineAccuracy": _field("number", "Baseline greedy accuracy on Q_R, last step."),
+        "passAtK": {
+            "type": "object",
+            "description": "pass@k by k, from the latest evaluation on the hard test split.",
+            "maxProperties": 16,
+            "additionalProperties": {"type": "number"},
+        },
+        "passAtKStep": _field("integer", "Step after which passAtK was measured.", minimum=0),
+        "lastCheckpoint": _field("string", "URI of the latest checkpoint.", maxLength=1024),
+        "lastFailure": _field(
+            "string", "The latest failed stage attempt: Job, exit code, error line.", maxLength=1024
+        ),
+        "startTime": _field(
+            "string",
+            "When the run started, or resumed; activeDeadlineSeconds counts from it.",
+            format="date-time",
+        ),
+        "completionTime": _field("string", "When the run succeeded or failed.", format="date-time"),
+        "observedGeneration": _field("integer", "metadata.generation last reconciled."),
+        "message": _field("string", "One line on where the run stands.", maxLength=2048),
+        "conditions": {
+            "type": "array",
+            "description": "Running, Suspended, Succeeded, Failed, CheckpointAvailable.",
+            "maxItems": 8,
+            "items": CONDITION_SCHEMA,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    },
+}
+
 # Keys of pydantic's JSON Schema that a structural CRD schema accepts as they are.
 KEPT_KEYS = (
     "type",
@@ -136,10 +207,7 @@ def crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
+                                "status": STATUS_SCHEMA,
                             },
                         }
                     },

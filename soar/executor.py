@@ -16,14 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soar.planner import Stage, plan
-from soar.spec import SoarRun, SoarRunSpec
+from soar.spec import SoarRun, SoarRunSpec, SpecError
 from soar.store import Store, open_store, read_json
 
 LOG_TAIL_LINES = 15
+# How a run executes, not what it computes: a resumed run may change these.
+OPERATIONAL_FIELDS = {"execution", "suspend", "storage", "pods", "retries", "activeDeadlineSeconds"}
 
 
 class ExecutorError(RuntimeError):
     """A stage failed; the message names it and ends with the tail of its log."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def store_uri(run: SoarRun, cwd: Path) -> str:
@@ -47,14 +53,14 @@ def init_store(store: Store, run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
     record = {"name": run.metadata.name, "uid": str(uuid.uuid4()), "spec": spec.model_dump()}
     store.create("run.json", json.dumps(record, indent=1, sort_keys=True).encode())
     stored = SoarRunSpec.model_validate(read_json(store, "run.json")["spec"])
-    ignore = {"execution", "suspend"}
+    ignore = OPERATIONAL_FIELDS
     if stored.model_dump(exclude=ignore) != spec.model_dump(exclude=ignore):
         changed = [
             k
             for k in spec.model_fields
             if k not in ignore and getattr(stored, k) != getattr(spec, k)
         ]
-        raise ExecutorError(
+        raise SpecError(
             f"{store.uri} holds a run with different spec.{', spec.'.join(changed)}; "
             "rename the run or set spec.storage.uri to start a new one"
         )
@@ -123,11 +129,11 @@ class LocalExecutor:
         self.store.write_bytes(f"logs/{stage.key}.log", log.read_bytes())
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
-            reason = next((line for line in reversed(tail) if line.startswith("error:")), None)
-            raise ExecutorError(
-                f"stage {stage.key} failed (exit {code}): {reason or 'see log below'}\n"
-                + "\n".join("  | " + line for line in tail)
-            )
+            errors = [line.removeprefix("error: ") for line in tail if line.startswith("error: ")]
+            reason = errors[-1] if errors else None
+            # A stage that says what is wrong gets one line; a crash shows its traceback.
+            detail = reason or "see log below\n" + "\n".join("  | " + line for line in tail)
+            raise ExecutorError(f"stage {stage.key} failed (exit {code}): {detail}", code)
         manifest = read_json(self.store, f"done/{stage.key}.json")
         self.on_event("finished", stage, manifest)
 

@@ -44,5 +44,13 @@ def summary(store: Store, done: set[str]) -> str:
     for t, ev in evaluations(store, run).items():
         ks = "  ".join(f"pass@{k}={v:.3f}" for k, v in ev["pass_at_k"].items())
         who = ev["baseline"] or "base model"
-        lines.append(f"hard test after step {t} ({who}, {ev['problems']} problems): {ks}")
+        lines.append(
+            f"after step {t} ({who}): hard train accuracy {ev['hard_train_accuracy']:.3f}, "
+            f"hard test ({ev['problems']} problems) {ks}"
+        )
+        if "ps" in ev:
+            ps = ev["ps"]
+            lines.append(f"PS (best promoted student): {ps['student'] or 'none (no promotion)'}")
+    if store.exists("pq.jsonl"):
+        lines.append(f"PQ: {len(store.read_bytes('pq.jsonl').splitlines())} questions in pq.jsonl")
     return "\n".join(lines)

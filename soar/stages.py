@@ -503,7 +503,8 @@ def _update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
 
 
 def evaluate(run: Run, t: int, index: int | None) -> dict:
-    """pass@k of the baseline student after step t on the hard test split."""
+    """pass@k on the hard test split and greedy accuracy on the hard train split of the baseline
+    after step t; at the last step, also choose PS among the promoted students."""
     from soar.checkpoints import load_checkpoint
     from soar.evaluation import mean_pass_at_k
     from soar.sampler import TransformersSampler
@@ -525,10 +526,40 @@ def evaluate(run: Run, t: int, index: int | None) -> dict:
         texts = [s.text for group in samples for s in group]
         correct = correct_many(check, texts, [p["answer"] for p in problems for _ in range(n)])
     counts = [sum(correct[i * n : (i + 1) * n]) for i in range(len(problems))]
-    pass_at_k = mean_pass_at_k(counts, n, spec.evaluation.ks)
-    result = {"step": t, "baseline": pointer, "problems": len(problems), "pass_at_k": pass_at_k}
+    result = {
+        "step": t,
+        "baseline": pointer,
+        "problems": len(problems),
+        "pass_at_k": mean_pass_at_k(counts, n, spec.evaluation.ks),
+        "hard_train_accuracy": train_accuracy(run, pointer),
+    }
+    if t == spec.steps:
+        result["ps"] = select_ps(run, t)
     write_json(run.store, f"eval/{t}.json", result)
-    return {"pass_at_k": pass_at_k}
+    return {k: result[k] for k in ("pass_at_k", "hard_train_accuracy")}
+
+
+def train_accuracy(run: Run, pointer: str | None) -> float:
+    """Greedy accuracy of a student on the whole hard train split, computed once per student."""
+    from soar.checkpoints import load_checkpoint
+
+    key = f"eval/train-accuracy/{(pointer or 'base').replace('/', '-')}.json"
+    if run.store.exists(key):
+        return read_json(run.store, key)["accuracy"]
+    model, tokenizer = load_checkpoint(run.store, pointer, run.spec.model)
+    accuracy = _accuracy(run, model, tokenizer, run.hard("train"))
+    write_json(run.store, key, {"student": pointer, "accuracy": accuracy})
+    return accuracy
+
+
+def select_ps(run: Run, t: int) -> dict:
+    """PS: the promoted student with the best greedy hard-train accuracy (the latest on ties)."""
+    promoted = [f"checkpoints/student/{p}" for p in range(1, run.record(t)["promotions"] + 1)]
+    accuracies = {pointer: train_accuracy(run, pointer) for pointer in promoted}
+    best = max(reversed(promoted), key=accuracies.__getitem__, default=None)
+    ps = {"student": best, "accuracy": accuracies.get(best), "candidates": accuracies}
+    write_json(run.store, "ps.json", ps)
+    return ps
 
 
 STAGE_FUNCTIONS = {

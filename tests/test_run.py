@@ -92,6 +92,9 @@ def test_run_completes_with_every_output(finished_run):
     assert ev["pass_at_k"]["1"] < 0.5
     second = json.loads((store / "steps/2/students/0/result.json").read_text())
     assert second["inner_steps"] == 3  # innerSteps + extraStepsAfterPromotion after a promotion
+    ps = json.loads((store / "ps.json").read_text())
+    assert set(ps["candidates"]) == {"checkpoints/student/1", "checkpoints/student/2"}
+    assert ps["accuracy"] == max(ps["candidates"].values())
 
 
 @pytest.mark.slow
@@ -132,6 +135,117 @@ def test_resume_after_sigkill_gives_the_same_records(finished_run, tmp_path):
     assert step_records(store) == step_records(finished_run)
 
 
+def small_run(tmp_path: Path, **spec) -> Path:
+    """One step of the tiny run with overrides; returns the store."""
+    base = json.loads(json.dumps(TINY["spec"]))
+    for key, value in spec.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    manifest = write_manifest(tmp_path, **{**base, "steps": 1})
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "e2e"
+
+
+@pytest.mark.slow
+def test_lora_teacher_and_students(tmp_path):
+    store = small_run(tmp_path, teacher={"lora": {"rank": 4}}, student={"lora": {"rank": 4}})
+    assert (store / "checkpoints/teacher/1/adapter_config.json").exists()
+    assert (store / "steps/1/students/0/model/adapter_config.json").exists()
+    # the promoted LoRA student was merged into full weights: the next steps start from it
+    assert (store / "checkpoints/student/1/model.safetensors").exists()
+    assert not (store / "checkpoints/student/1/adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_hard_only_baseline(tmp_path):
+    store = small_run(tmp_path, mode="hard-only")
+    assert not (store / "steps/1/candidates.jsonl").exists()  # no teacher at all
+    record = json.loads((store / "steps/1/record.json").read_text())
+    assert record["baseline"] == "checkpoints/student/1" and len(record["student_rewards"]) == 1
+
+
+@pytest.mark.slow
+def test_learnability_reward(tmp_path):
+    store = small_run(tmp_path, reward={"kind": "learnability", "learnabilitySamples": 4})
+    record = json.loads((store / "steps/1/record.json").read_text())
+    result = json.loads((store / "steps/1/students/0/result.json").read_text())
+    rates = result["success_rates"]
+    assert len(rates) == 4 and all(p in (0, 0.25, 0.5, 0.75, 1.0) for p in rates)
+    expected = sum(0.0 if p == 0 else 1 - p for p in rates) / len(rates)
+    assert result["reward"] == pytest.approx(expected)
+    assert record["promoted"] is False and len(record["dataset_rewards"]) == 2
+
+
+def test_teacher_that_never_follows_the_format_fails_clearly(tmp_path):
+    from soar.models import load_model
+
+    _, tokenizer = load_model("tiny-arith")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "random")
+    tokenizer.save_pretrained(tmp_path / "random")
+    (tmp_path / "train.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "1+2", "answer": "3"}\n')
+    spec = json.loads(json.dumps(TINY["spec"]))
+    spec["model"] = {"name": str(tmp_path / "random")}
+    spec["data"] = {"domain": "arith", "hardTrain": "train.jsonl", "hardTest": "test.jsonl"}
+    spec["teacher"]["maxGenerationRounds"] = 2
+    manifest = write_manifest(tmp_path, **spec)
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode != 0
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: stage 1/teacher-generate failed (exit 2): teacher-generate")
+    assert "valid teacher outputs after 2 rounds" in first
+    # nothing was lost: the completed stages stay completed
+    assert (tmp_path / "e2e/done/prepare.json").exists()
+
+
+def test_build_hard_set_command(tmp_path):
+    rows = [{"q": f"{a}+{a}", "a": str(2 * a)} for a in (1, 2, 3)]
+    rows += [{"q": "123456+654321", "a": "777777"}, {"q": "999999+111111", "a": "1111110"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = soar(
+        "data",
+        "build-hard-set",
+        "--model",
+        "tiny-arith",
+        "--input",
+        "in.jsonl",
+        "--domain",
+        "arith",
+        "--question-field",
+        "q",
+        "--answer-field",
+        "a",
+        "--k",
+        "4",
+        "--max-new-tokens",
+        "64",
+        "--train-out",
+        "train.jsonl",
+        "--test-out",
+        "test.jsonl",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    kept = [
+        json.loads(line)["question"]
+        for name in ("train.jsonl", "test.jsonl")
+        for line in (tmp_path / name).read_text().splitlines()
+    ]
+    assert sorted(kept) == ["123456+654321", "999999+111111"]  # 6 digits: always failed
+
+
 def test_bad_manifest_fails_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path, teacher={"datasets": 1})
     result = soar("run", str(manifest), cwd=tmp_path)
@@ -146,7 +260,8 @@ def test_changed_spec_is_refused_on_resume(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"question": "1+2", "answer": "3"}\n')
     first = soar("run", str(manifest), cwd=tmp_path)
     assert first.returncode == 2
-    assert "a.jsonl" in first.stderr and "line 2" in first.stderr  # names the file and line
+    assert first.stderr.startswith("error: stage prepare failed (exit 2): ")
+    assert "a.jsonl:2: invalid JSON" in first.stderr  # names the file and the line
     manifest = write_manifest(
         tmp_path, steps=7, data={"hardTrain": "a.jsonl", "hardTest": "b.jsonl"}
     )
