@@ -112,9 +112,14 @@ def resolve(ref: str) -> Path:
 
 
 def load_model(
-    ref: str, *, dtype: str = "float32", device: str = "cpu"
+    ref: str, *, dtype: str = "float32", device: str = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) for a builtin name or a checkpoint directory, in eval mode."""
+    """(model, tokenizer) for a builtin name or a checkpoint directory, in eval mode.
+
+    device "auto" is the GPU when there is one, so the same stage runs on a laptop and a GPU node.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     path = resolve(ref)

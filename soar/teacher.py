@@ -66,8 +66,8 @@ def teacher_step(
     for start in range(0, len(completions), micro_batch):
         chunk = completions[start : start + micro_batch]
         prompts = [prompt_ids] * len(chunk)
-        adv = torch.tensor(advantages[start : start + micro_batch], dtype=torch.float32)
         logprobs, mask = completion_logprobs(policy, prompts, chunk, pad_id, temperature)
+        adv = torch.tensor(advantages[start : start + micro_batch], device=logprobs.device)
         ref_logprobs = None
         if kl_coef > 0:
             with torch.no_grad():
