@@ -78,7 +78,7 @@ def teacher_step(
         else:
             weight = len(chunk) / len(completions)
         (loss * weight).backward()
-        totals["loss"] += float(loss) * weight
+        totals["loss"] += loss.item() * weight
         totals["kl"] += float(stats.get("kl", 0.0)) * weight
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in policy.parameters() if p.requires_grad], max_grad_norm
