@@ -344,7 +344,8 @@ def student(run: Run, t: int, index: int | None) -> dict:
         "train": [{k: v for k, v in s.items() if k != "seconds"} for s in stats],
     }
     write_json(run.store, f"steps/{t}/students/{index}/result.json", result)
-    return {"reward": result["reward"], "accuracy": accuracy}
+    train_seconds = sum(s["seconds"] for s in stats)
+    return {"reward": result["reward"], "accuracy": accuracy, "train_seconds": train_seconds}
 
 
 def _learnability(run: Run, t: int, index: int) -> dict:
@@ -420,7 +421,8 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
         gen = read_json(run.store, generation)
         record["generation"] = {k: gen[k] for k in ("attempts", "acceptance", "vendi")}
     baseline_file = f"steps/{t}/baseline.json"
-    record["baseline_accuracy"] = read_json(run.store, baseline_file)["accuracy"]
+    if run.store.exists(baseline_file):  # the learnability reward needs no baseline accuracy
+        record["baseline_accuracy"] = read_json(run.store, baseline_file)["accuracy"]
     write_json(run.store, f"steps/{t}/record.json", record)
     write_json(run.store, "state.json", {"step": t, "promotions": record["promotions"]})
     return {k: record.get(k) for k in ("teacher_reward", "moving_average", "promoted")}

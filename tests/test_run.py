@@ -85,7 +85,7 @@ def test_run_completes_with_every_output(finished_run):
     assert record["promotions"] == 2 and record["baseline"] == "checkpoints/student/2"
     assert len((store / "pq.jsonl").read_text().splitlines()) == 2 * 4
     assert (store / "checkpoints/teacher/2/COMPLETE").exists()
-    assert sorted(p.name for p in (store / "eval").iterdir()) == ["0.json", "1.json", "2.json"]
+    assert sorted(p.name for p in (store / "eval").glob("*.json")) == ["0.json", "1.json", "2.json"]
     ev = json.loads((store / "eval/0.json").read_text())
     assert set(ev["pass_at_k"]) == {"1", "4"}
     # the hard split really is hard for the base model: fail@k when it was built
