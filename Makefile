@@ -35,6 +35,7 @@ format: install
 
 crd: install
 	$(BIN)/soar crd > crds/soarrun.yaml
+	cp crds/soarrun.yaml charts/soar-operator/crds/soarrun.yaml
 
 bench: install
 	$(BIN)/python benchmarks/student_step.py

@@ -71,6 +71,7 @@ STATUS_SCHEMA = {
             "Pending, Running, Suspended, Succeeded or Failed.",
             enum=["Pending", "Running", "Suspended", "Succeeded", "Failed"],
         ),
+        "reason": _field("string", "Why the run is in its phase, in CamelCase.", maxLength=128),
         "step": _field("integer", "Last committed outer step (0: none yet).", minimum=0),
         "totalSteps": _field("integer", "T: outer steps of the run.", minimum=0),
         "progress": _field("string", "step/totalSteps.", maxLength=32),

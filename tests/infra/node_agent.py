@@ -56,6 +56,15 @@ def _now_micro() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _log_tail(path: Path, lines: int = 80, limit: int = 2048) -> str:
+    """What the kubelet reports for FallbackToLogsOnError: the end of the container's output."""
+    try:
+        text = path.read_bytes()[-limit:].decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def admin_api_client(kubeconfig: Path, pool_size: int = 32) -> k8s.ApiClient:
     """An ApiClient whose connection pool is large enough for a watch plus many pod threads."""
     cfg = k8s.Configuration()
@@ -479,6 +488,9 @@ class NodeAgent:
             "startedAt": started_at,
             "finishedAt": _now(),
         }
+        fallback = container.termination_message_policy == "FallbackToLogsOnError"
+        if not message and exit_code and fallback:
+            message = _log_tail(run.log_path)
         if message:
             terminated["message"] = message
         status: dict[str, Any] = {

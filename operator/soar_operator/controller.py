@@ -1,0 +1,207 @@
+"""One reconcile pass over one SoarRun: observe, decide (soar_operator.reconcile), act.
+
+Observation reads the Jobs first and the run store second: a Job seen finished has already
+written its completion manifest, so the store can never look behind the Jobs.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from soar.executor import completed, init_store
+from soar.spec import PodSettings, SoarRun, SoarRunSpec, SpecError, error_lines
+from soar.store import Store, StoreError, open_store
+from soar_operator import metrics
+from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time
+from soar_operator.kube import InvalidJob, Kube
+from soar_operator.progress import RECORD_FIELDS, read_progress
+from soar_operator.reconcile import (
+    FAILED_PHASE,
+    PENDING,
+    SUCCEEDED_PHASE,
+    Decision,
+    decide,
+    failed,
+)
+from soar_operator.status import Event, build_status, one_line, transitions
+
+log = logging.getLogger(__name__)
+PostEvent = Callable[[Mapping[str, Any], Event], None]
+# Failed decisions whose cause is a stage attempt: their message ends with its error line.
+JOB_FAILURES = ("PermanentError", "BackoffLimitExceeded")
+PROGRESS_FIELDS = ("step", "totalSteps", "progress", "passAtK", "passAtKStep", *RECORD_FIELDS)
+
+
+class InvalidRun(ValueError):
+    """A manifest that cannot run in-cluster; the message is one line naming the field(s)."""
+
+
+def parse_cluster_run(body: Mapping[str, Any], pod_defaults: PodSettings) -> SoarRun:
+    """The SoarRun as `soar validate` sees it, plus what only an in-cluster run needs."""
+    meta = body.get("metadata") or {}
+    doc = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta},
+        "spec": body.get("spec"),
+    }
+    try:
+        run = SoarRun.model_validate(doc)
+    except ValidationError as err:
+        raise InvalidRun("; ".join(error_lines(err))) from None
+    if not run.spec.storage.uri:
+        raise InvalidRun(
+            "spec.storage.uri: required in-cluster (file:// on a volume every stage mounts, "
+            "or s3://bucket/prefix)"
+        )
+    for field in ("hardTrain", "hardTest"):
+        value = getattr(run.spec.data, field)
+        if value and "://" not in value and not value.startswith("/"):
+            raise InvalidRun(f"spec.data.{field}: must be an absolute path or a URI in-cluster")
+    image = missing_image(run, pod_defaults)
+    if image:
+        raise InvalidRun(image)
+    return run
+
+
+class Controller:
+    """Reconciles SoarRuns; `post` sends an Event about a run (kopf's event API in production)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        pod_defaults: PodSettings,
+        post: PostEvent,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.pod_defaults = pod_defaults
+        self.post = post
+        self.clock = clock
+
+    def reconcile(
+        self, body: Mapping[str, Any], jobs: Iterable[JobView], memo: MutableMapping[str, Any]
+    ) -> dict[str, Any]:
+        """One pass; `memo` keeps, per run, the status last written (the watched copy of the
+        run may lag behind it) and the frozen spec of the generation last checked."""
+        start = time.perf_counter()
+        try:
+            status, wrote = self._reconcile(body, list(jobs), memo)
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            raise
+        metrics.RECONCILE_SECONDS.labels("write" if wrote else "noop").observe(
+            time.perf_counter() - start
+        )
+        metrics.RECONCILES.labels("ok").inc()
+        return status
+
+    def _reconcile(
+        self, body: Mapping[str, Any], jobs: list[JobView], memo: MutableMapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The new status, and whether the pass wrote anything through the API."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        previous = memo.get("status") or dict(body.get("status") or {})
+        now = self.clock()
+        run, decision, progress = self._decide(body, jobs, memo, previous, now)
+        last_failure = self._last_failure(namespace, decision.failure, previous)
+        if decision.phase == FAILED_PHASE and decision.reason in JOB_FAILURES and last_failure:
+            detail = last_failure.split(": ", 1)[1]
+            decision = replace(decision, message=f"{decision.message}: {detail}")
+        if run is not None:
+            try:
+                self._create_jobs(body, run, decision)
+            except InvalidJob as err:
+                decision = failed("InvalidPodSettings", str(err), jobs, decision.started_at)
+        for job in decision.delete:
+            self.kube.delete_job(namespace, job)
+
+        generation = meta.get("generation")
+        status = build_status(decision, progress, previous, generation, now, last_failure)
+        if status != previous:
+            patch = {k: status.get(k) for k in {*previous, *status}}
+            self.kube.patch_status(namespace, name, patch)
+            memo["status"] = status
+            for event in transitions(previous, status):
+                self.post(body, event)
+        metrics.mirror(namespace, name, status)
+        return status, bool(decision.create or decision.delete or status != previous)
+
+    def _decide(
+        self,
+        body: Mapping[str, Any],
+        jobs: list[JobView],
+        memo: MutableMapping[str, Any],
+        previous: dict[str, Any],
+        now: float,
+    ) -> tuple[SoarRun | None, Decision, dict[str, Any]]:
+        """The run (None if it cannot run), the decision, and the progress fields of status."""
+        started_at = parse_time(previous.get("startTime"))
+        kept = {k: previous[k] for k in PROGRESS_FIELDS if k in previous}
+        try:
+            run = parse_cluster_run(body, self.pod_defaults)
+            store = open_store(run.spec.storage.uri)
+        except InvalidRun as err:
+            return None, failed("InvalidSpec", str(err), jobs, started_at), kept
+        except StoreError as err:  # a URI no store can serve
+            return None, failed("StoreError", str(err), jobs, started_at), kept
+        try:
+            frozen = self._frozen_spec(store, run, body["metadata"].get("generation"), memo)
+            done = completed(store)
+            progress = read_progress(store, frozen, done, previous)
+        except SpecError as err:  # from init_store: the store holds another run
+            return None, failed("SpecChanged", str(err), jobs, started_at), kept
+        except (StoreError, OSError) as err:
+            if previous.get("phase") in (SUCCEEDED_PHASE, FAILED_PHASE):
+                raise  # a finished run has nothing new to say; kopf retries
+            metrics.STORE_ERRORS.inc()
+            phase = previous.get("phase") or PENDING
+            message = f"run store unavailable, retrying: {err}"
+            return None, Decision(phase, "StoreUnavailable", message, started_at=started_at), kept
+        return run, decide(run.spec, frozen, done, jobs, now, started_at), progress
+
+    def _frozen_spec(
+        self, store: Store, run: SoarRun, generation: int | None, memo: MutableMapping[str, Any]
+    ) -> SoarRunSpec:
+        """run.json's spec, written on first sight exactly as `soar run` writes it; checked
+        against the manifest again only when the manifest changes (run.json never does)."""
+        cached = memo.get("frozen")
+        if cached is None or cached[0] != generation:
+            cached = memo["frozen"] = (generation, init_store(store, run, Path("/")))
+        return cached[1]
+
+    def _create_jobs(self, body: Mapping[str, Any], run: SoarRun, decision: Decision) -> None:
+        """Create the decided Jobs; InvalidJob names the stage's pod settings the server refused."""
+        meta = body["metadata"]
+        for unit in decision.create:
+            stage, step, attempt = unit.unit.stage, unit.unit.step, unit.attempt
+            manifest = job_manifest(run, meta["uid"], step, stage, attempt, self.pod_defaults)
+            try:
+                created = self.kube.create_job(meta["namespace"], manifest)
+            except InvalidJob as err:
+                where = f"spec.pods.{POD_FIELDS[stage]}, spec.pods.default"
+                raise InvalidJob(f"pod settings of stage {stage} ({where}): {err}") from None
+            if created:
+                metrics.JOBS_CREATED.labels(stage).inc()
+                job = manifest["metadata"]["name"]
+                log.info("%s/%s: created Job %s", meta["namespace"], meta["name"], job)
+                where = "prepare" if stage == "prepare" else f"{stage} of step {step}"
+                self.post(
+                    body, Event("Normal", "JobCreated", f"Job {job}: {where}, attempt {attempt}")
+                )
+
+    def _last_failure(
+        self, namespace: str, job: JobView | None, previous: dict[str, Any]
+    ) -> str | None:
+        """`<job>: exit <code>: <error line>` for the latest failed attempt, looked up once."""
+        known = previous.get("lastFailure")
+        if job is None or (known and known.startswith(f"{job.name}: ")):
+            return known
+        metrics.STAGE_FAILURES.labels(job.stage).inc()
+        return one_line(f"{job.name}: {self.kube.failure_detail(namespace, job)}", 512)

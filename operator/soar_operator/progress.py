@@ -1,0 +1,59 @@
+"""Run progress mirrored from the store into status: the latest step record and evaluation only,
+so status stays the same size however many steps the run has."""
+
+from typing import Any
+
+from soar.planner import Stage, committed_step, evaluation_steps
+from soar.spec import SoarRunSpec
+from soar.store import Store, read_json
+
+RECORD_FIELDS = (
+    "promotions",
+    "teacherReward",
+    "rewardMovingAverage",
+    "baselineAccuracy",
+    "lastCheckpoint",
+)
+
+
+def read_progress(
+    store: Store, spec: SoarRunSpec, done: set[str], known: dict[str, Any]
+) -> dict[str, Any]:
+    """Status fields from the store; files are read again only when a newer one is committed."""
+    step = committed_step(spec, done)
+    out: dict[str, Any] = {
+        "step": step,
+        "totalSteps": spec.steps,
+        "progress": f"{step}/{spec.steps}",
+    }
+    if known.get("step") == step and "promotions" in known:
+        out.update({k: known[k] for k in RECORD_FIELDS if k in known})
+    else:
+        out.update(_record_fields(store, spec, step))
+    evaluated = [t for t in evaluation_steps(spec) if Stage("evaluate", t).key in done]
+    if evaluated and known.get("passAtKStep") == evaluated[-1] and "passAtK" in known:
+        out.update(passAtK=known["passAtK"], passAtKStep=evaluated[-1])
+    elif evaluated:
+        result = read_json(store, f"eval/{evaluated[-1]}.json")
+        passes = {str(k): float(v) for k, v in result["pass_at_k"].items()}
+        out.update(passAtK=passes, passAtKStep=evaluated[-1])
+    return out
+
+
+def _record_fields(store: Store, spec: SoarRunSpec, step: int) -> dict[str, Any]:
+    if step == 0:
+        return {"promotions": 0}
+    record = read_json(store, f"steps/{step}/record.json")
+    checkpoint = f"checkpoints/teacher/{step}" if spec.mode == "soar" else record.get("baseline")
+    fields = {
+        "promotions": record.get("promotions", 0),
+        "teacherReward": record.get("teacher_reward"),
+        "rewardMovingAverage": _signed(record.get("moving_average")),
+        "baselineAccuracy": record.get("baseline_accuracy"),
+        "lastCheckpoint": f"{store.uri}/{checkpoint}" if checkpoint else None,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _signed(value: float | None) -> str | None:
+    return None if value is None else f"{value:+.4f}"

@@ -1,0 +1,194 @@
+"""What to do next for one SoarRun: a pure function of what the operator can observe now.
+
+`decide` sees the spec, the completion manifests in the run store, the run's Jobs and the clock,
+and nothing the operator remembers, so an operator killed at any moment and started again takes
+the same decision. Attempts are counted from the Jobs themselves: a stage's next attempt is one
+more than its last failed Job, and a Job deleted while it ran is created again under its own
+name and attempt number.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from soar.planner import committed_step, is_complete, plan
+from soar.spec import Retries, SoarRunSpec
+from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
+
+PENDING, RUNNING, SUSPENDED = "Pending", "Running", "Suspended"
+SUCCEEDED_PHASE, FAILED_PHASE = "Succeeded", "Failed"
+# A Job can report success a moment before a shared filesystem shows the manifest it wrote.
+MANIFEST_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Job's worth of work: a stage at a step, all student indexes together."""
+
+    stage: str
+    step: int
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """Where a planned unit stands: running, starting now, backing off, or held by suspend."""
+
+    unit: Unit
+    attempt: int
+    state: str
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: str
+    reason: str
+    message: str
+    units: tuple[UnitState, ...] = ()
+    delete: tuple[str, ...] = ()
+    failure: JobView | None = None  # the latest failed attempt, if any
+    started_at: float | None = None
+
+    @property
+    def create(self) -> list[UnitState]:
+        """Jobs to create now: only a run that goes on starts anything."""
+        if self.phase not in (PENDING, RUNNING):
+            return []
+        return [u for u in self.units if u.state == "starting"]
+
+
+def backoff_seconds(retries: Retries, failures: int) -> float:
+    """Wait before the attempt after the n-th failure: doubling from backoffSeconds, capped."""
+    return min(retries.backoffSeconds * 2 ** (failures - 1), retries.maxBackoffSeconds)
+
+
+def failed(
+    reason: str, message: str, jobs: Iterable[JobView], started_at: float | None = None
+) -> Decision:
+    """A run that cannot go on (a CamelCase reason, a one-line message); its running Jobs stop."""
+    return Decision(FAILED_PHASE, reason, message, delete=_live(jobs), started_at=started_at)
+
+
+def decide(
+    spec: SoarRunSpec,
+    frozen: SoarRunSpec,
+    done: set[str],
+    jobs: Iterable[JobView],
+    now: float,
+    started_at: float | None,
+) -> Decision:
+    """The next step for a run: `spec` is the live manifest (suspend, retries, deadline), `frozen`
+    the spec in the store (what to compute), `done` the completion manifests present."""
+    jobs = list(jobs)
+    live = _live(jobs)
+    if is_complete(frozen, done):
+        return Decision(
+            SUCCEEDED_PHASE, "RunSucceeded", f"all {frozen.steps} steps done", started_at=started_at
+        )
+    by_unit: dict[Unit, list[JobView]] = {}
+    for job in jobs:
+        by_unit.setdefault(Unit(job.stage, job.step), []).append(job)
+    units = list(dict.fromkeys(Unit(s.name, s.step) for s in plan(frozen, done)))
+    failures: list[JobView] = []
+    states = []
+    for unit in units:
+        state, unit_failures = _unit_state(unit, by_unit.get(unit, []), spec.retries, now)
+        failures += unit_failures
+        if any(j.permanent for j in unit_failures):
+            job = next(j for j in unit_failures if j.permanent)
+            return Decision(
+                FAILED_PHASE,
+                "PermanentError",
+                f"{_describe(unit)} failed with a permanent error (exit code 2), not retried",
+                (UnitState(unit, job.attempt, "failed"),),
+                delete=live,
+                failure=job,
+                started_at=started_at,
+            )
+        if len(unit_failures) > spec.retries.limit:
+            return Decision(
+                FAILED_PHASE,
+                "BackoffLimitExceeded",
+                f"{_describe(unit)} failed {len(unit_failures)} times "
+                f"(spec.retries.limit {spec.retries.limit})",
+                (UnitState(unit, unit_failures[-1].attempt, "failed"),),
+                delete=live,
+                failure=unit_failures[-1],
+                started_at=started_at,
+            )
+        states.append(state)
+    deadline = spec.activeDeadlineSeconds
+    if deadline and started_at is not None and now - started_at > deadline:
+        return Decision(
+            FAILED_PHASE,
+            "DeadlineExceeded",
+            f"the run did not finish within spec.activeDeadlineSeconds ({deadline} s)",
+            tuple(states),
+            delete=live,
+            failure=_latest(failures),
+            started_at=started_at,
+        )
+    steps = f"{committed_step(frozen, done)}/{frozen.steps} steps done"
+    if spec.suspend:
+        held = tuple(
+            s if s.state == "running" else UnitState(s.unit, s.attempt, "held") for s in states
+        )
+        running = sum(s.state == "running" for s in held)
+        message = f"suspended with {steps}: no new stages start"
+        if running:
+            message += f"; {running} running stage(s) finish first"
+        return Decision(SUSPENDED, "Suspended", message, held, failure=_latest(failures))
+    if not done and not any(j.running or j.state != ACTIVE for j in jobs):
+        phase, reason = PENDING, "WaitingForPods"
+    elif any(s.state == "backoff" for s in states):
+        phase, reason = RUNNING, "BackingOff"
+    else:
+        phase, reason = RUNNING, "StagesRunning"
+    return Decision(
+        phase,
+        reason,
+        f"{steps}; " + ", ".join(_describe_state(s) for s in states),
+        tuple(states),
+        failure=_latest(failures),
+        started_at=started_at if started_at is not None else now,
+    )
+
+
+def _unit_state(
+    unit: Unit, jobs: list[JobView], retries: Retries, now: float
+) -> tuple[UnitState, list[JobView]]:
+    """A planned unit's state and its counted failures, from its Jobs alone."""
+    jobs = sorted(jobs, key=lambda j: j.attempt)
+    waiting, failures = [], []
+    for job in jobs:
+        if job.state == ACTIVE or job.deleting:
+            waiting.append(job)
+        elif job.state == SUCCEEDED and now - (job.finished_at or now) < MANIFEST_GRACE_SECONDS:
+            waiting.append(job)  # succeeded: its manifest is on the way
+        else:
+            failures.append(job)  # failed, or succeeded without writing its manifest
+    if waiting:
+        return UnitState(unit, max(j.attempt for j in waiting), "running"), failures
+    if not failures:
+        return UnitState(unit, 1, "starting"), failures
+    last = failures[-1]
+    retry_at = (last.finished_at or now) + backoff_seconds(retries, len(failures))
+    state = "starting" if now >= retry_at else "backoff"
+    return UnitState(unit, last.attempt + 1, state, retry_at), failures
+
+
+def _live(jobs: Iterable[JobView]) -> tuple[str, ...]:
+    return tuple(j.name for j in jobs if j.state == ACTIVE and not j.deleting)
+
+
+def _latest(jobs: list[JobView]) -> JobView | None:
+    return max(jobs, key=lambda j: j.finished_at or 0.0, default=None)
+
+
+def _describe(unit: Unit) -> str:
+    return "stage prepare" if unit.stage == "prepare" else f"stage {unit.stage} of step {unit.step}"
+
+
+def _describe_state(state: UnitState) -> str:
+    verb = {"running": "running", "starting": "starting", "backoff": "retrying soon"}[state.state]
+    attempt = f" (attempt {state.attempt})" if state.attempt > 1 else ""
+    return f"{state.unit.stage} {verb}{attempt}"
