@@ -6,20 +6,16 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.infra.controlplane import Kube
-from tests.infra.node_agent import NodeAgent
 from tests.operator_harness import (
     TERMINAL,
     Cluster,
     JobRecorder,
     Operator,
-    module_namespace,
-    running_operator,
     stage_runs,
     store_of,
     stub_run,
@@ -48,18 +44,6 @@ RESULT_KEYS = (
     "passAtK",
     "passAtKStep",
 )
-
-
-@pytest.fixture(scope="module")
-def ns(kube: Kube, node_agent: NodeAgent) -> Iterator[str]:
-    with module_namespace(kube) as namespace:
-        yield namespace
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube, ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    with running_operator(kube, ns, tmp_path_factory.mktemp("operator")) as op:
-        yield op
 
 
 def _results(run: dict) -> dict[str, str]:

@@ -4,7 +4,6 @@ operator marks the rest Failed with a one-line reason, and none of them disturbs
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,12 @@ import yaml
 from soar.executor import init_store
 from soar.spec import parse_run
 from soar.store import open_store
-from tests.infra.controlplane import Kube
-from tests.infra.node_agent import NodeAgent
 from tests.infra.processes import wait_until
 from tests.operator_harness import (
     TERMINAL,
     Cluster,
     Operator,
     condition,
-    module_namespace,
-    running_operator,
     soarrun,
     stub_run,
 )
@@ -60,25 +55,6 @@ REJECTED = [
     ({"suspend": "yes"}, 'spec.suspend: Invalid value: "string"'),
     ({"storage": {"secretRef": {}}}, "spec.storage.secretRef.name: Required value"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ns(kube: Kube, node_agent: NodeAgent) -> Iterator[str]:
-    with module_namespace(kube) as namespace:
-        yield namespace
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube, ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    with running_operator(kube, ns, tmp_path_factory.mktemp("operator")) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def cluster(kube: Kube, ns: str, operator: Operator) -> Iterator[Cluster]:
-    c = Cluster(kube, ns)
-    yield c
-    c.close()
 
 
 def _with(doc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

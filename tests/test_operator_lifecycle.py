@@ -5,15 +5,12 @@ so that each run takes seconds; tests/test_operator_e2e.py runs the real stages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from soar.planner import Stage
-from tests.infra.controlplane import Kube
 from tests.infra.fixtures import StartPrometheus
-from tests.infra.node_agent import NodeAgent
 from tests.infra.processes import wait_until
 from tests.operator_harness import (
     TERMINAL,
@@ -21,33 +18,12 @@ from tests.operator_harness import (
     Cluster,
     Operator,
     condition,
-    module_namespace,
-    running_operator,
     stage_runs,
     store_of,
     stub_run,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ns(kube: Kube, node_agent: NodeAgent) -> Iterator[str]:
-    with module_namespace(kube) as namespace:
-        yield namespace
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube, ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    with running_operator(kube, ns, tmp_path_factory.mktemp("operator")) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def cluster(kube: Kube, ns: str, operator: Operator) -> Iterator[Cluster]:
-    c = Cluster(kube, ns)
-    yield c
-    c.close()
 
 
 def test_run_succeeds_through_jobs(cluster: Cluster, operator: Operator, tmp_path: Path) -> None:
