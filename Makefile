@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SOAR_CACHE ?= $(HOME)/.cache/soar
 export SOAR_CACHE
 
-.PHONY: install run test lint format k8s-bins bench crd
+.PHONY: install run test test-unit lint format k8s-bins bench crd
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ run: install
 k8s-bins:
 	bash tools/k8s/build.sh
 
+# All three tiers: tests/unit, tests/integration (tiny model, moto), tests/cluster (control plane).
 test: install k8s-bins
 	$(BIN)/python -m pytest -q
+
+# Pure Python, nothing built or started: seconds.
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

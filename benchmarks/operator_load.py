@@ -2,8 +2,8 @@
 stage transition (from the API server's audit log: every request of the operator's identity,
 kopf's included) and its reconcile latency (from its own histogram).
 
-Stages are the test stub (tests/operator_stub.py), so the numbers are the operator's, not the
-model's. A stage transition is one Job created.
+Stages are the test stub (tests/support/operator_stub.py), so the numbers are the operator's, not
+the model's. A stage transition is one Job created.
 
     python benchmarks/operator_load.py [--runs 20] [--steps 1] [--interval 5]
 """
@@ -25,7 +25,7 @@ from tests.infra.binaries import find_binaries  # noqa: E402
 from tests.infra.controlplane import ControlPlane, Kube  # noqa: E402
 from tests.infra.node_agent import NodeAgent  # noqa: E402
 from tests.infra.processes import wait_until  # noqa: E402
-from tests.operator_harness import (  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
     FULLNAME,
     Cluster,
     Operator,

@@ -27,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from soar.arith import ARITH, make_problem  # noqa: E402
+from soar.grading import shaped_rewards  # noqa: E402
 from soar.models import load_model  # noqa: E402
-from soar.verify import AnswerChecker, shaped_rewards  # noqa: E402
+from soar.verify import AnswerChecker  # noqa: E402
 
 LR = 1e-5
 KL_COEF = 0.001

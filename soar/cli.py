@@ -1,12 +1,15 @@
 """The `soar` command: run, validate, stage, crd, report, data."""
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from soar.spec import SpecError, load_run
+from soar.contract import EXIT_INTERRUPTED, EXIT_PERMANENT, EXIT_TRANSIENT, stage_index
+from soar.manifest import load_run
+from soar.runstate import StageError, completed
+from soar.spec import SpecError
+from soar.store import open_store
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from soar.executor import LocalExecutor, completed, open_run
+    from soar.executor import LocalExecutor, open_run
     from soar.report import summary
 
     run = load_run(args.manifest)
@@ -59,13 +62,9 @@ def _short(value) -> str:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from soar.stages import run_stage
-    from soar.store import open_store
+    from soar.stages.runner import run_stage
 
-    index = args.index
-    if index is None and os.environ.get("JOB_COMPLETION_INDEX"):
-        index = int(os.environ["JOB_COMPLETION_INDEX"])
-    manifest = run_stage(open_store(args.run), args.name, args.step, index)
+    manifest = run_stage(open_store(args.run), args.name, args.step, stage_index(args.index))
     print(f"stage {args.name} step {args.step} done in {manifest['seconds']}s", flush=True)
     return 0
 
@@ -78,9 +77,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from soar.executor import completed
     from soar.report import summary
-    from soar.store import open_store
 
     store = open_store(args.run)
     print(summary(store, completed(store)))
@@ -166,22 +163,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-# Exit codes tell executors whether a retry can help: 2 means the input is wrong (a bad manifest,
-# a malformed data file, a model that cannot follow the format) and the same command will fail
-# again; 1 means something transient or unexpected failed.
-EXIT_TRANSIENT, EXIT_PERMANENT = 1, 2
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes say whether a retry can help (soar.contract): bad input exits EXIT_PERMANENT."""
     from soar.executor import ExecutorError
-    from soar.stages import StageError
 
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except ExecutorError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PERMANENT if err.exit_code == EXIT_PERMANENT else EXIT_TRANSIENT

@@ -4,10 +4,8 @@ from typing import Any
 
 import yaml
 
-from soar.spec import API_VERSION, KIND, SoarRunSpec
-
-GROUP, VERSION = API_VERSION.split("/")
-PLURAL = "soarruns"
+from soar.contract import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
+from soar.spec import SoarRunSpec
 
 # Cross-field checks the API server enforces before the operator sees a manifest. The same rules
 # live in the pydantic validators, so `soar validate` and `kubectl apply` agree.
@@ -187,8 +185,8 @@ def crd() -> dict[str, Any]:
                 "kind": KIND,
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["soar"],
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
                 "categories": ["all"],
             },
             "scope": "Namespaced",

@@ -5,29 +5,28 @@ it at any moment and starting it again continues the run without redoing complet
 """
 
 import ctypes
-import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from soar import layout
+from soar.contract import EXIT_TRANSIENT
 from soar.planner import Stage, plan
-from soar.spec import SoarRun, SoarRunSpec, SpecError
+from soar.runstate import completed, init_store
+from soar.spec import SoarRun, SoarRunSpec
 from soar.store import Store, open_store, read_json
 
 LOG_TAIL_LINES = 15
-# How a run executes, not what it computes: a resumed run may change these.
-OPERATIONAL_FIELDS = {"execution", "suspend", "storage", "pods", "retries", "activeDeadlineSeconds"}
 
 
 class ExecutorError(RuntimeError):
     """A stage failed; the message names it and ends with the tail of its log."""
 
-    def __init__(self, message: str, exit_code: int = 1):
+    def __init__(self, message: str, exit_code: int = EXIT_TRANSIENT):
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -35,41 +34,6 @@ class ExecutorError(RuntimeError):
 def store_uri(run: SoarRun, cwd: Path) -> str:
     """spec.storage.uri, or a folder named after the run under the working directory."""
     return run.spec.storage.uri or (cwd / run.metadata.name).resolve().as_uri()
-
-
-def frozen_spec(run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
-    """The spec as stored in run.json: data paths made absolute against the manifest's folder."""
-    spec = run.spec.model_copy(deep=True)
-    for field in ("hardTrain", "hardTest"):
-        value = getattr(spec.data, field)
-        if value and "://" not in value:
-            setattr(spec.data, field, str((manifest_dir / value).resolve()))
-    return spec
-
-
-def init_store(store: Store, run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
-    """Write run.json once; on resume, refuse a manifest whose algorithm settings changed."""
-    spec = frozen_spec(run, manifest_dir)
-    record = {"name": run.metadata.name, "uid": str(uuid.uuid4()), "spec": spec.model_dump()}
-    store.create("run.json", json.dumps(record, indent=1, sort_keys=True).encode())
-    stored = SoarRunSpec.model_validate(read_json(store, "run.json")["spec"])
-    ignore = OPERATIONAL_FIELDS
-    if stored.model_dump(exclude=ignore) != spec.model_dump(exclude=ignore):
-        changed = [
-            k
-            for k in spec.model_fields
-            if k not in ignore and getattr(stored, k) != getattr(spec, k)
-        ]
-        raise SpecError(
-            f"{store.uri} holds a run with different spec.{', spec.'.join(changed)}; "
-            "rename the run or set spec.storage.uri to start a new one"
-        )
-    return stored
-
-
-def completed(store: Store) -> set[str]:
-    """Keys of the completion manifests present in the store."""
-    return {key[len("done/") : -len(".json")] for key in store.list("done")}
 
 
 def _die_with_parent() -> None:
@@ -126,7 +90,7 @@ class LocalExecutor:
                 proc.wait()
 
     def _finish(self, stage: Stage, code: int, log: Path) -> None:
-        self.store.write_bytes(f"logs/{stage.key}.log", log.read_bytes())
+        self.store.write_bytes(layout.stage_log(stage.key), log.read_bytes())
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
             errors = [line.removeprefix("error: ") for line in tail if line.startswith("error: ")]
@@ -134,7 +98,7 @@ class LocalExecutor:
             # A stage that says what is wrong gets one line; a crash shows its traceback.
             detail = reason or "see log below\n" + "\n".join("  | " + line for line in tail)
             raise ExecutorError(f"stage {stage.key} failed (exit {code}): {detail}", code)
-        manifest = read_json(self.store, f"done/{stage.key}.json")
+        manifest = read_json(self.store, layout.done(stage.key))
         self.on_event("finished", stage, manifest)
 
 

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from soar.grading import sampled_correct
 from soar.prompts import Domain
-from soar.verify import AnswerChecker, correct_many
+from soar.verify import AnswerChecker
 
 if TYPE_CHECKING:
     from soar.sampler import Sampler  # imports torch; only needed for the annotation
@@ -44,34 +45,20 @@ def build_hard_set(
     hard = []
     for start in range(0, len(problems), chunk_size):
         chunk = problems[start : start + chunk_size]
-        groups = sampler.generate(
-            [domain.student_prompt(p["question"]) for p in chunk],
+        correct = sampled_correct(  # [chunk, k]
+            sampler,
+            chunk,
+            domain=domain,
             n=k,
             temperature=temperature,
             max_new_tokens=max_new_tokens,
             seed=seed + start,
+            check=checker,
         )
-        solved = _any_correct(checker, [[s.text for s in g] for g in groups], chunk)
-        hard += [problem for problem, ok in zip(chunk, solved, strict=True) if not ok]
+        hard += [problem for problem, row in zip(chunk, correct, strict=True) if not any(row)]
         if on_progress is not None:
             on_progress(start + len(chunk))
     return split_in_half(hard, seed)
-
-
-def _any_correct(
-    checker: AnswerChecker, completions: list[list[str]], problems: list[dict]
-) -> list[bool]:
-    """Whether any completion of each problem is correct, checked in one batch."""
-    flat = [text for group in completions for text in group]
-    references = [
-        p["answer"] for p, group in zip(problems, completions, strict=True) for _ in group
-    ]
-    verdicts = correct_many(checker, flat, references)
-    solved, offset = [], 0
-    for group in completions:
-        solved.append(any(verdicts[offset : offset + len(group)]))
-        offset += len(group)
-    return solved
 
 
 def split_in_half(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:

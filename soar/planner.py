@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from soar.spec import SoarRunSpec
 
-STAGES = ("prepare", "teacher-generate", "baseline", "student", "teacher-update", "evaluate")
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -30,10 +28,6 @@ class Stage:
     def argv(self, run_uri: str) -> list[str]:
         args = ["soar", "stage", self.name, "--run", run_uri, "--step", str(self.step)]
         return args + (["--index", str(self.index)] if self.index is not None else [])
-
-
-def done_key(stage: Stage) -> str:
-    return f"done/{stage.key}.json"
 
 
 def student_count(spec: SoarRunSpec) -> int:

@@ -1,11 +1,12 @@
-"""When the baseline student is promoted, and which student replaces it (DESIGN.md section 2.5)."""
+"""When the baseline student is promoted, and which student replaces it (docs/design.md,
+"The algorithm", step 6)."""
 
 from dataclasses import dataclass
 from statistics import fmean
 
 
 @dataclass(frozen=True)
-class Decision:
+class PromotionDecision:
     teacher_reward: float  # R_hat_t = mean_k R_k
     moving_average: float | None  # None until the window is full
     promoted: bool
@@ -25,9 +26,9 @@ def median_repeat(repeats: list[float]) -> int:
     return order[(len(repeats) - 1) // 2]
 
 
-def decide(
+def decide_promotion(
     history: list[float], student_rewards: list[list[float]], threshold: float, window: int
-) -> Decision:
+) -> PromotionDecision:
     """Promote when the moving average of the last `window` teacher rewards exceeds `threshold`.
 
     The average needs a full window, so one lucky step cannot promote. After a promotion the
@@ -39,8 +40,8 @@ def decide(
     history = [*history, r_hat]
     ma = fmean(history[-window:]) if len(history) >= window else None
     if ma is None or ma <= threshold:
-        return Decision(r_hat, ma, False, None, None, history)
+        return PromotionDecision(r_hat, ma, False, None, None, history)
     best = max(range(len(rewards)), key=lambda k: (rewards[k], -k))
     repeats = student_rewards[best]
     student = best * len(repeats) + median_repeat(repeats)
-    return Decision(r_hat, ma, True, best, student, [])
+    return PromotionDecision(r_hat, ma, True, best, student, [])

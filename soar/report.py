@@ -1,8 +1,9 @@
 """A run's story from its store: the one-screen summary `soar run` ends with."""
 
+from soar import layout
 from soar.planner import committed_step, evaluation_steps
-from soar.stages import Run
-from soar.store import Store, read_json
+from soar.runstate import Run
+from soar.store import Store
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -11,15 +12,15 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def step_records(run: Run, done: set[str]) -> list[dict]:
+def step_records(run: Run, done: set[str]) -> list[layout.StepRecord]:
     return [run.record(t) for t in range(1, committed_step(run.spec, done) + 1)]
 
 
-def evaluations(store: Store, run: Run) -> dict[int, dict]:
+def evaluations(run: Run) -> dict[int, layout.Evaluation]:
     return {
-        t: read_json(store, f"eval/{t}.json")
+        t: layout.load(run.store, layout.evaluation(t), layout.Evaluation)
         for t in evaluation_steps(run.spec)
-        if store.exists(f"eval/{t}.json")
+        if run.store.exists(layout.evaluation(t))
     }
 
 
@@ -33,24 +34,23 @@ def summary(store: Store, done: set[str]) -> str:
     )
     lines += [header, "-" * len(header)]
     for r in records:
-        vendi = r.get("generation", {}).get("vendi")
+        vendi = (r.generation or {}).get("vendi")
         lines.append(
-            f"{r['step']:>4}  {_fmt(r.get('teacher_reward'), True):>7}  "
-            f"{_fmt(r.get('moving_average'), True):>7}  {'yes' if r.get('promoted') else '':>8}  "
-            f"{_fmt(r.get('baseline_accuracy')):>8}  {_fmt(vendi):>6}"
+            f"{r.step:>4}  {_fmt(r.teacher_reward, True):>7}  "
+            f"{_fmt(r.moving_average, True):>7}  {'yes' if r.promoted else '':>8}  "
+            f"{_fmt(r.baseline_accuracy):>8}  {_fmt(vendi):>6}"
         )
-    promotions = records[-1]["promotions"] if records else 0
+    promotions = records[-1].promotions if records else 0
     lines += ["", f"steps: {len(records)}/{run.spec.steps}   promotions: {promotions}"]
-    for t, ev in evaluations(store, run).items():
-        ks = "  ".join(f"pass@{k}={v:.3f}" for k, v in ev["pass_at_k"].items())
-        who = ev["baseline"] or "base model"
+    for t, ev in evaluations(run).items():
+        ks = "  ".join(f"pass@{k}={v:.3f}" for k, v in ev.pass_at_k.items())
+        who = ev.baseline or "base model"
         lines.append(
-            f"after step {t} ({who}): hard train accuracy {ev['hard_train_accuracy']:.3f}, "
-            f"hard test ({ev['problems']} problems) {ks}"
+            f"after step {t} ({who}): hard train accuracy {ev.hard_train_accuracy:.3f}, "
+            f"hard test ({ev.problems} problems) {ks}"
         )
-        if "ps" in ev:
-            ps = ev["ps"]
-            lines.append(f"PS (best promoted student): {ps['student'] or 'none (no promotion)'}")
-    if store.exists("pq.jsonl"):
-        lines.append(f"PQ: {len(store.read_bytes('pq.jsonl').splitlines())} questions in pq.jsonl")
+        if ev.ps is not None:
+            lines.append(f"PS (best promoted student): {ev.ps['student'] or 'none (no promotion)'}")
+    if store.exists(layout.PQ):
+        lines.append(f"PQ: {len(store.read_bytes(layout.PQ).splitlines())} questions in pq.jsonl")
     return "\n".join(lines)

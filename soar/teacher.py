@@ -1,4 +1,5 @@
-"""The teacher's RLOO step: every rollout of dataset k shares the advantage A_k (DESIGN.md 2.6)."""
+"""The teacher's RLOO step: every rollout of dataset k shares the advantage A_k (docs/design.md,
+"The algorithm", step 7)."""
 
 import io
 import math

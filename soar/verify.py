@@ -23,16 +23,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from soar.prompts import last_boxed
-
 # A worker imports sympy and the LaTeX grammar before it is ready: seconds, not minutes.
 STARTUP_TIMEOUT_S = 120.0
-
-# The student's shaped reward (DESIGN.md section 2).
-REWARD_VERIFIED = 120.0
-REWARD_CONTAINS_REFERENCE = 20.0
-REWARD_BOXED = 10.0
-REWARD_NO_BOX = 0.0
 
 Task = tuple[str, str, str]  # (kind, answer, reference); kind is "check" or "parse"
 
@@ -260,55 +252,3 @@ def _worker_env() -> dict[str, str]:
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH")
     return os.environ | {"PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-
-
-# --- the student's reward and accuracy ------------------------------------------------------------
-
-
-def shaped_rewards(
-    checker: AnswerChecker, completions: list[str], references: list[str]
-) -> list[float]:
-    """120 verified, 20 wrong but containing the reference string, 10 boxed and wrong, 0 no box."""
-    answers = _boxed_answers(completions)
-    verified = _verify_boxed(checker, answers, references)
-    return [
-        _shaped_reward(answer, reference, ok)
-        for answer, reference, ok in zip(answers, references, verified, strict=True)
-    ]
-
-
-def correct_many(
-    checker: AnswerChecker, completions: list[str], references: list[str]
-) -> list[bool]:
-    """Whether each completion's last boxed answer verifies against its reference."""
-    return _verify_boxed(checker, _boxed_answers(completions), references)
-
-
-def _boxed_answers(completions: list[str]) -> list[str | None]:
-    """The last \\boxed{} content of each completion; an empty or unclosed box is no answer."""
-    answers = [last_boxed(text) for text in completions]
-    return [answer if answer is not None and answer.strip() else None for answer in answers]
-
-
-def _verify_boxed(
-    checker: AnswerChecker, answers: list[str | None], references: list[str]
-) -> list[bool]:
-    """One batch for all boxed answers; the unboxed ones are wrong without a check."""
-    if len(answers) != len(references):
-        raise ValueError(f"{len(answers)} completions but {len(references)} references")
-    boxed = [i for i, answer in enumerate(answers) if answer is not None]
-    verdicts = checker.check_many([(answers[i], references[i]) for i in boxed])
-    correct = [False] * len(answers)
-    for i, ok in zip(boxed, verdicts, strict=True):
-        correct[i] = ok
-    return correct
-
-
-def _shaped_reward(answer: str | None, reference: str, verified: bool) -> float:
-    if answer is None:
-        return REWARD_NO_BOX
-    if verified:
-        return REWARD_VERIFIED
-    if reference.strip() and reference.strip() in answer:
-        return REWARD_CONTAINS_REFERENCE
-    return REWARD_BOXED

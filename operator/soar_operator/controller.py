@@ -13,21 +13,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from soar.executor import completed, init_store
-from soar.spec import PodSettings, SoarRun, SoarRunSpec, SpecError, error_lines
+from soar.contract import Phase
+from soar.manifest import error_lines
+from soar.runstate import completed, init_store
+from soar.spec import PodSettings, SoarRun, SoarRunSpec, SpecError
 from soar.store import Store, StoreError, open_store
 from soar_operator import metrics
 from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time
 from soar_operator.kube import InvalidJob, Kube
 from soar_operator.progress import RECORD_FIELDS, read_progress
-from soar_operator.reconcile import (
-    FAILED_PHASE,
-    PENDING,
-    SUCCEEDED_PHASE,
-    Decision,
-    decide,
-    failed,
-)
+from soar_operator.reconcile import Decision, decide, failed
 from soar_operator.status import Event, build_status, one_line, transitions
 
 log = logging.getLogger(__name__)
@@ -111,7 +106,7 @@ class Controller:
         now = self.clock()
         run, decision, progress = self._decide(body, jobs, memo, previous, now)
         last_failure = self._last_failure(namespace, decision.failure, previous)
-        if decision.phase == FAILED_PHASE and decision.reason in JOB_FAILURES and last_failure:
+        if decision.phase == Phase.FAILED and decision.reason in JOB_FAILURES and last_failure:
             detail = last_failure.split(": ", 1)[1]
             decision = replace(decision, message=f"{decision.message}: {detail}")
         if run is not None:
@@ -158,10 +153,10 @@ class Controller:
         except SpecError as err:  # from init_store: the store holds another run
             return None, failed("SpecChanged", str(err), jobs, started_at), kept
         except (StoreError, OSError) as err:
-            if previous.get("phase") in (SUCCEEDED_PHASE, FAILED_PHASE):
+            if previous.get("phase") in (Phase.SUCCEEDED, Phase.FAILED):
                 raise  # a finished run has nothing new to say; kopf retries
             metrics.STORE_ERRORS.inc()
-            phase = previous.get("phase") or PENDING
+            phase = previous.get("phase") or Phase.PENDING
             message = f"run store unavailable, retrying: {err}"
             return None, Decision(phase, "StoreUnavailable", message, started_at=started_at), kept
         return run, decide(run.spec, frozen, done, jobs, now, started_at), progress

@@ -11,11 +11,11 @@ from typing import Any
 
 import kopf
 
-from soar.crd import GROUP, PLURAL, VERSION
+from soar.contract import FINALIZER, GROUP, LABEL_RUN, LAST_HANDLED_ANNOTATION, PLURAL, VERSION
 from soar_operator import metrics
 from soar_operator.config import Config
 from soar_operator.controller import Controller
-from soar_operator.jobs import LABEL_RUN, job_view
+from soar_operator.jobs import job_view
 from soar_operator.kube import Kube
 from soar_operator.status import Event
 
@@ -25,10 +25,10 @@ CONFIG = Config.from_env()
 def operator_settings(identity: str) -> kopf.OperatorSettings:
     """kopf's settings: its annotations and finalizer under soar.dev, no cluster-wide scans."""
     settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP, v1=False)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration", v1=False
+        prefix=GROUP, key=LAST_HANDLED_ANNOTATION, v1=False
     )
     settings.posting.reporting_component = "soar-operator"
     settings.posting.reporting_instance = identity

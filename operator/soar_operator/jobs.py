@@ -10,19 +10,22 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from soar.crd import GROUP, VERSION
+from soar.contract import (
+    API_VERSION,
+    EXIT_PERMANENT,
+    EXIT_TERMINATED,
+    KIND,
+    LABEL_ATTEMPT,
+    LABEL_RUN,
+    LABEL_STAGE,
+    LABEL_STEP,
+    QUEUE_LABEL,
+)
 from soar.planner import Stage, student_count
-from soar.spec import KIND, PodSettings, SoarRun
+from soar.spec import PodSettings, SoarRun
 
 MAX_NAME = 63  # Job names become pod label values
 CONTAINER = "stage"
-LABEL_RUN, LABEL_STEP = f"{GROUP}/run", f"{GROUP}/step"
-LABEL_STAGE, LABEL_ATTEMPT = f"{GROUP}/stage", f"{GROUP}/attempt"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# A stage that exits 2 was given bad input and fails the same way again: no retry.
-EXIT_PERMANENT = 2
-# SIGTERM (128 + 15): the pod was asked to stop (deleted, evicted, preempted, node shutdown).
-EXIT_TERMINATED = 143
 # Spec field holding each stage's pod settings.
 POD_FIELDS = {
     "prepare": "prepare",
@@ -131,7 +134,7 @@ def job_manifest(
     else:
         job_spec["backoffLimit"] = 0
     owner = {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": KIND,
         "name": run.metadata.name,
         "uid": uid,

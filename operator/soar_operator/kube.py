@@ -7,7 +7,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from soar.crd import GROUP, PLURAL, VERSION
+from soar.contract import GROUP, PLURAL, VERSION
 from soar_operator import metrics
 from soar_operator.jobs import CONTAINER, JobView
 

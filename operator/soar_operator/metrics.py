@@ -11,7 +11,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+from soar.contract import Phase
+
 RUN = ("namespace", "run")
 
 RECONCILES = Counter(
@@ -79,7 +80,7 @@ def _set(gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
 
 def mirror(namespace: str, run: str, status: dict[str, Any]) -> None:
     """Set the run's gauges from its status."""
-    for phase in PHASES:
+    for phase in Phase:
         _set(RUN_PHASE, (namespace, run, phase), 1 if status.get("phase") == phase else 0)
     for key, gauge in RUN_GAUGES.items():
         if status.get(key) is not None:

@@ -3,9 +3,10 @@ so status stays the same size however many steps the run has."""
 
 from typing import Any
 
+from soar import layout
 from soar.planner import Stage, committed_step, evaluation_steps
 from soar.spec import SoarRunSpec
-from soar.store import Store, read_json
+from soar.store import Store
 
 RECORD_FIELDS = (
     "promotions",
@@ -34,8 +35,8 @@ def read_progress(
     if evaluated and known.get("passAtKStep") == evaluated[-1] and "passAtK" in known:
         out.update(passAtK=known["passAtK"], passAtKStep=evaluated[-1])
     elif evaluated:
-        result = read_json(store, f"eval/{evaluated[-1]}.json")
-        passes = {str(k): float(v) for k, v in result["pass_at_k"].items()}
+        result = layout.load(store, layout.evaluation(evaluated[-1]), layout.Evaluation)
+        passes = {str(k): float(v) for k, v in result.pass_at_k.items()}
         out.update(passAtK=passes, passAtKStep=evaluated[-1])
     return out
 
@@ -43,13 +44,13 @@ def read_progress(
 def _record_fields(store: Store, spec: SoarRunSpec, step: int) -> dict[str, Any]:
     if step == 0:
         return {"promotions": 0}
-    record = read_json(store, f"steps/{step}/record.json")
-    checkpoint = f"checkpoints/teacher/{step}" if spec.mode == "soar" else record.get("baseline")
+    record = layout.load(store, layout.step_record(step), layout.StepRecord)
+    checkpoint = layout.teacher_checkpoint(step) if spec.mode == "soar" else record.baseline
     fields = {
-        "promotions": record.get("promotions", 0),
-        "teacherReward": record.get("teacher_reward"),
-        "rewardMovingAverage": _signed(record.get("moving_average")),
-        "baselineAccuracy": record.get("baseline_accuracy"),
+        "promotions": record.promotions,
+        "teacherReward": record.teacher_reward,
+        "rewardMovingAverage": _signed(record.moving_average),
+        "baselineAccuracy": record.baseline_accuracy,
         "lastCheckpoint": f"{store.uri}/{checkpoint}" if checkpoint else None,
     }
     return {k: v for k, v in fields.items() if v is not None}

@@ -10,12 +10,11 @@ name and attempt number.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from soar.contract import Phase
 from soar.planner import committed_step, is_complete, plan
 from soar.spec import Retries, SoarRunSpec
 from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
 
-PENDING, RUNNING, SUSPENDED = "Pending", "Running", "Suspended"
-SUCCEEDED_PHASE, FAILED_PHASE = "Succeeded", "Failed"
 # A Job can report success a moment before a shared filesystem shows the manifest it wrote.
 MANIFEST_GRACE_SECONDS = 30.0
 
@@ -40,7 +39,7 @@ class UnitState:
 
 @dataclass(frozen=True)
 class Decision:
-    phase: str
+    phase: Phase
     reason: str
     message: str
     units: tuple[UnitState, ...] = ()
@@ -51,7 +50,7 @@ class Decision:
     @property
     def create(self) -> list[UnitState]:
         """Jobs to create now: only a run that goes on starts anything."""
-        if self.phase not in (PENDING, RUNNING):
+        if self.phase not in (Phase.PENDING, Phase.RUNNING):
             return []
         return [u for u in self.units if u.state == "starting"]
 
@@ -65,7 +64,7 @@ def failed(
     reason: str, message: str, jobs: Iterable[JobView], started_at: float | None = None
 ) -> Decision:
     """A run that cannot go on (a CamelCase reason, a one-line message); its running Jobs stop."""
-    return Decision(FAILED_PHASE, reason, message, delete=_live(jobs), started_at=started_at)
+    return Decision(Phase.FAILED, reason, message, delete=_live(jobs), started_at=started_at)
 
 
 def decide(
@@ -82,7 +81,7 @@ def decide(
     live = _live(jobs)
     if is_complete(frozen, done):
         return Decision(
-            SUCCEEDED_PHASE, "RunSucceeded", f"all {frozen.steps} steps done", started_at=started_at
+            Phase.SUCCEEDED, "RunSucceeded", f"all {frozen.steps} steps done", started_at=started_at
         )
     by_unit: dict[Unit, list[JobView]] = {}
     for job in jobs:
@@ -96,7 +95,7 @@ def decide(
         if any(j.permanent for j in unit_failures):
             job = next(j for j in unit_failures if j.permanent)
             return Decision(
-                FAILED_PHASE,
+                Phase.FAILED,
                 "PermanentError",
                 f"{_describe(unit)} failed with a permanent error (exit code 2), not retried",
                 (UnitState(unit, job.attempt, "failed"),),
@@ -106,7 +105,7 @@ def decide(
             )
         if len(unit_failures) > spec.retries.limit:
             return Decision(
-                FAILED_PHASE,
+                Phase.FAILED,
                 "BackoffLimitExceeded",
                 f"{_describe(unit)} failed {len(unit_failures)} times "
                 f"(spec.retries.limit {spec.retries.limit})",
@@ -119,7 +118,7 @@ def decide(
     deadline = spec.activeDeadlineSeconds
     if deadline and started_at is not None and now - started_at > deadline:
         return Decision(
-            FAILED_PHASE,
+            Phase.FAILED,
             "DeadlineExceeded",
             f"the run did not finish within spec.activeDeadlineSeconds ({deadline} s)",
             tuple(states),
@@ -136,13 +135,13 @@ def decide(
         message = f"suspended with {steps}: no new stages start"
         if running:
             message += f"; {running} running stage(s) finish first"
-        return Decision(SUSPENDED, "Suspended", message, held, failure=_latest(failures))
+        return Decision(Phase.SUSPENDED, "Suspended", message, held, failure=_latest(failures))
     if not done and not any(j.running or j.state != ACTIVE for j in jobs):
-        phase, reason = PENDING, "WaitingForPods"
+        phase, reason = Phase.PENDING, "WaitingForPods"
     elif any(s.state == "backoff" for s in states):
-        phase, reason = RUNNING, "BackingOff"
+        phase, reason = Phase.RUNNING, "BackingOff"
     else:
-        phase, reason = RUNNING, "StagesRunning"
+        phase, reason = Phase.RUNNING, "StagesRunning"
     return Decision(
         phase,
         reason,

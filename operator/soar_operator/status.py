@@ -3,22 +3,16 @@
 from dataclasses import dataclass
 from typing import Any
 
+from soar.contract import Phase
 from soar_operator.jobs import format_time
-from soar_operator.reconcile import (
-    FAILED_PHASE,
-    PENDING,
-    RUNNING,
-    SUCCEEDED_PHASE,
-    SUSPENDED,
-    Decision,
-)
+from soar_operator.reconcile import Decision
 
 CONDITION_TYPES = ("Running", "Suspended", "Succeeded", "Failed", "CheckpointAvailable")
 PHASE_OF_CONDITION = {
-    "Running": RUNNING,
-    "Suspended": SUSPENDED,
-    "Succeeded": SUCCEEDED_PHASE,
-    "Failed": FAILED_PHASE,
+    "Running": Phase.RUNNING,
+    "Suspended": Phase.SUSPENDED,
+    "Succeeded": Phase.SUCCEEDED,
+    "Failed": Phase.FAILED,
 }
 MAX_MESSAGE = 1024
 # Reasons a user must act on while the run still goes on (a failed run always warns).
@@ -48,7 +42,7 @@ def build_status(
     """The whole status: phase and message from the decision, the rest mirrored from the store."""
     message = one_line(decision.message)
     ended = previous.get("completionTime") if previous.get("phase") == decision.phase else None
-    terminal = decision.phase in (SUCCEEDED_PHASE, FAILED_PHASE)
+    terminal = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     status: dict[str, Any] = {
         "phase": decision.phase,
         "reason": decision.reason,
@@ -134,13 +128,13 @@ def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
 
 def _phase_event(before: str | None, phase: str, new: dict[str, Any]) -> Event:
     message = new.get("message", "")
-    if phase == FAILED_PHASE or new.get("reason") in WARNING_REASONS:
+    if phase == Phase.FAILED or new.get("reason") in WARNING_REASONS:
         return Event("Warning", new.get("reason", phase), message)
-    if phase == SUCCEEDED_PHASE:
+    if phase == Phase.SUCCEEDED:
         return Event("Normal", "RunSucceeded", message)
-    if phase == SUSPENDED:
+    if phase == Phase.SUSPENDED:
         return Event("Normal", "Suspended", message)
-    reason = {None: "RunStarted", PENDING: "PodsRunning", SUSPENDED: "Resumed"}.get(
+    reason = {None: "RunStarted", Phase.PENDING: "PodsRunning", Phase.SUSPENDED: "Resumed"}.get(
         before, "Restarted"
     )
     return Event("Normal", reason, message)

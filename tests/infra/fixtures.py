@@ -1,9 +1,9 @@
 """pytest fixtures for the real parts: control plane, node agent, S3 (moto) and Prometheus.
 
-Registered as a plugin from tests/conftest.py (``pytest_plugins = ["tests.infra.fixtures"]``).
-Everything heavy is session-scoped and started on first use only, so a test run that touches no
-cluster starts none. When a binary is missing the test fails (it is never skipped) and says how to
-build it.
+The tiers' conftest.py import the fixtures they use (tests/integration: S3; tests/cluster: all,
+and the hooks), so a unit run imports none of this. Everything heavy is session-scoped and
+started on first use only, so a test run that touches no cluster starts none. When a binary is
+missing the test fails (it is never skipped) and says how to build it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.infra.node_agent import NodeAgent
 from tests.infra.processes import wait_until
 from tests.infra.prometheus import PrometheusServer, start_prometheus
 from tests.infra.s3 import S3Server, start_moto
+from tests.support.cluster import fresh_namespace
 
 _CLUSTER_FIXTURES = {"control_plane", "kube", "node_agent", "namespace"}
 
@@ -101,23 +102,8 @@ def node_agent(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
     """A fresh namespace whose default ServiceAccount exists (pods are admitted); deleted after."""
-    with kube.api_client() as api:
-        core = k8s.CoreV1Api(api)
-        ns = core.create_namespace({"metadata": {"generateName": "t-"}}).metadata.name
-        wait_until(
-            lambda: core.read_namespaced_service_account("default", ns),
-            timeout=30,
-            what=f"ServiceAccount {ns}/default",
-        )
-    try:
+    with fresh_namespace(kube) as ns:
         yield ns
-    finally:
-        with kube.api_client() as api:
-            try:
-                k8s.CoreV1Api(api).delete_namespace(ns)
-            except k8s.ApiException as exc:
-                if exc.status != 404:
-                    raise
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,47 @@
+"""The prepare stage (before step 1): the hard splits go into the store, so every later stage
+reads only the store (docs/design.md, "Choices where the paper is silent")."""
+
+from soar import layout
+from soar.arith import build_arith_pool
+from soar.grading import answer_checker
+from soar.hardset import build_hard_set, read_problems
+from soar.models import load_model
+from soar.runstate import Run, StageError, derive_seed
+from soar.sampler import TransformersSampler
+from soar.store import write_jsonl
+
+
+def prepare(run: Run, t: int, index: int | None) -> dict:
+    """Copy the user's hard splits, or build the built-in arithmetic one by fail@k."""
+    data = run.spec.data
+    if data.builtin == "arith":
+        train, test = build_arith_hard_set(run)
+    else:
+        train = read_problems(data.hardTrain, data.questionField, data.answerField)
+        test = read_problems(data.hardTest, data.questionField, data.answerField)
+    if not train or not test:
+        raise StageError(
+            f"prepare: hard set is empty (train {len(train)}, test {len(test)} problems)"
+        )
+    write_jsonl(run.store, layout.hard_split("train"), train)
+    write_jsonl(run.store, layout.hard_split("test"), test)
+    return {"hard_train": len(train), "hard_test": len(test)}
+
+
+def build_arith_hard_set(run: Run) -> tuple[list[dict], list[dict]]:
+    """The pool's problems that the base model fails failK times of failK, split 50/50."""
+    spec = run.spec
+    model, tokenizer = load_model(spec.model.name, dtype=spec.model.dtype)
+    pool = build_arith_pool(spec.data.poolSize, derive_seed(spec.seed, "pool"))
+    pool = [{"id": f"arith-{i}", **problem} for i, problem in enumerate(pool)]
+    with answer_checker() as check:
+        return build_hard_set(
+            TransformersSampler(model, tokenizer),
+            run.domain,
+            pool,
+            k=spec.data.failK,
+            max_new_tokens=spec.student.maxNewTokens,
+            temperature=spec.student.temperature,
+            seed=derive_seed(spec.seed, "hard-set"),
+            checker=check,
+        )

@@ -1,0 +1,139 @@
+"""The students' side of a step: the baseline's accuracy on Q_R, inner loops that train a copy of
+the baseline with RLOO, the learnability probe (Intrinsic-T), and promotion of a student to
+baseline (docs/design.md, "The algorithm", steps 3-5)."""
+
+from statistics import fmean
+
+from soar import layout
+from soar.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
+from soar.grading import (
+    answer_checker,
+    greedy_accuracy,
+    greedy_correct,
+    sampled_correct,
+    shaped_rewards,
+)
+from soar.runstate import Run, derive_seed
+from soar.sampler import TransformersSampler
+from soar.store import read_json, read_jsonl, write_json, write_jsonl
+from soar.student import make_student, train_rloo
+
+GRADING_BATCH = 64  # prompts per greedy generation batch
+
+
+def baseline_correct(
+    run: Run, student: str | None, questions: list[dict]
+) -> tuple[dict[str, bool], int]:
+    """Greedy correctness of a baseline student per question id, and how many came from the
+    cache: answers are cached in the store until a promotion replaces the baseline, so only
+    questions never graded are generated."""
+    key = layout.baseline_cache(student)
+    cache = read_json(run.store, key) if run.store.exists(key) else {}
+    missing = [q for q in questions if q["id"] not in cache]
+    if missing:
+        model, tokenizer = load_checkpoint(run.store, student, run.spec.model)
+        with answer_checker() as check:
+            correct = greedy_correct(
+                TransformersSampler(model, tokenizer, batch_size=GRADING_BATCH),
+                missing,
+                domain=run.domain,
+                max_new_tokens=run.spec.student.maxNewTokens,
+                check=check,
+            )
+        cache.update({q["id"]: ok for q, ok in zip(missing, correct, strict=True)})
+        write_json(run.store, key, cache)
+    return {q["id"]: cache[q["id"]] for q in questions}, len(questions) - len(missing)
+
+
+def inner_steps(run: Run, t: int) -> int:
+    """innerSteps, plus extraStepsAfterPromotion once the baseline has been promoted."""
+    steps = run.spec.student.innerSteps
+    if run.record(t - 1).promotions > 0:
+        steps += run.spec.student.extraStepsAfterPromotion
+    return steps
+
+
+def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
+    """Copy the baseline of step t and train it with RLOO on `questions` (their answers are the
+    reference, right or wrong). Returns (model, tokenizer, per-step stats)."""
+    spec = run.spec.student
+    model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, run.spec.model)
+    model = make_student(model, spec.lora.model_dump() if spec.lora else None)
+    with answer_checker() as check:
+        stats = train_rloo(
+            model,
+            tokenizer,
+            questions,
+            domain=run.domain,
+            reward_fn=lambda c, r: shaped_rewards(check, c, r),
+            steps=steps,
+            batch_questions=spec.batchQuestions,
+            group_size=spec.groupSize,
+            max_new_tokens=spec.maxNewTokens,
+            temperature=spec.temperature,
+            lr=spec.learningRate,
+            warmup_steps=spec.warmupSteps,
+            kl_coef=spec.klCoef,
+            max_grad_norm=run.spec.training.maxGradNorm,
+            normalisation=run.spec.training.lossNormalisation,
+            seed=derive_seed(run.spec.seed, "student", t, index),
+        )
+    return model, tokenizer, stats
+
+
+def accuracy_on(run: Run, model, tokenizer, questions: list[dict]) -> float:
+    """Greedy accuracy of a trained student."""
+    sampler = TransformersSampler(model, tokenizer, batch_size=GRADING_BATCH)
+    maximum = run.spec.student.maxNewTokens
+    return greedy_accuracy(sampler, questions, domain=run.domain, max_new_tokens=maximum)
+
+
+def learnability_probe(run: Run, t: int, index: int) -> layout.StudentResult:
+    """Intrinsic-T's reward for dataset `index`: per question, p = success rate of the baseline's
+    samples; reward 0 if p = 0 else 1 - p; the dataset's reward is the mean."""
+    spec = run.spec
+    model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, spec.model)
+    with answer_checker() as check:
+        correct = sampled_correct(  # [n_questions, samples]
+            TransformersSampler(model, tokenizer),
+            run.candidates(t, dataset=index),
+            domain=run.domain,
+            n=spec.reward.learnabilitySamples,
+            temperature=spec.student.temperature,
+            max_new_tokens=spec.student.maxNewTokens,
+            seed=derive_seed(spec.seed, "learnability", t, index),
+            check=check,
+        )
+    rates = [fmean(row) for row in correct]
+    reward = fmean(0.0 if p == 0 else 1.0 - p for p in rates)
+    return layout.StudentResult(dataset=index, repeat=0, reward=reward, success_rates=rates)
+
+
+def save_student(run: Run, t: int, index: int, model, tokenizer) -> None:
+    """A LoRA student is saved as its adapter over the baseline it was copied from."""
+    base = run.record(t - 1).baseline
+    save_checkpoint(run.store, layout.student_model(t, index), model, tokenizer, adapter_base=base)
+
+
+def promote(run: Run, t: int, index: int, dataset: int | None, number: int) -> str:
+    """Student `index` of step t becomes promoted student `number` (merged if LoRA) and its
+    dataset joins PQ. Returns the new baseline's checkpoint."""
+    target = layout.promoted_student(number)
+    if not has_checkpoint(run.store, target):
+        model, tokenizer = load_checkpoint(
+            run.store, layout.student_model(t, index), run.spec.model
+        )
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        save_checkpoint(run.store, target, model, tokenizer)
+    if dataset is not None:
+        rows = [
+            {"step": t, "dataset": dataset, "question": c["question"], "answer": c["answer"]}
+            for c in run.candidates(t, dataset=dataset)
+        ]
+        write_jsonl(run.store, layout.pq_part(t), rows)
+        parts = sorted(
+            run.store.list(layout.PQ_PARTS), key=lambda k: int(k.split("/")[-1].split(".")[0])
+        )
+        write_jsonl(run.store, layout.PQ, [row for k in parts for row in read_jsonl(run.store, k)])
+    return target

@@ -1,0 +1,116 @@
+"""The teacher's side of a step: sampling valid (question, answer) pairs, and its RLOO update
+over the datasets' rewards (docs/design.md, "The algorithm", steps 1 and 6)."""
+
+from soar import layout
+from soar.checkpoints import load_checkpoint, save_checkpoint
+from soar.evaluation import embed_questions, vendi_score
+from soar.grading import answer_checker
+from soar.prompts import parse_teacher_output
+from soar.runstate import Run, StageError, derive_seed
+from soar.sampler import TransformersSampler
+from soar.student import make_student
+from soar.teacher import (
+    cosine_lr,
+    dataset_advantages,
+    load_optimizer_state,
+    make_optimizer,
+    optimizer_bytes,
+    teacher_step,
+)
+
+
+def load_teacher(run: Run, t: int, trainable: bool = False):
+    """The teacher after step t (t = 0: the base model, with fresh LoRA adapters if configured)."""
+    if t == 0:
+        model, tokenizer = load_checkpoint(run.store, None, run.spec.model)
+        lora = run.spec.teacher.lora
+        return make_student(model, lora.model_dump() if lora else None), tokenizer
+    return load_checkpoint(
+        run.store, layout.teacher_checkpoint(t), run.spec.model, trainable=trainable
+    )
+
+
+def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
+    """Sample the teacher until g*n valid pairs exist: both tag pairs and a boxed answer that the
+    verifier parses. Returns the pairs (with their token ids) and the number of samples drawn."""
+    spec = run.spec
+    needed = spec.teacher.datasets * spec.teacher.questionsPerDataset
+    sampler = TransformersSampler(model, tokenizer)
+    accepted: list[dict] = []
+    attempts = 0
+    with answer_checker() as check:
+        for round_ in range(spec.teacher.maxGenerationRounds):
+            missing = needed - len(accepted)
+            if missing <= 0:
+                break
+            samples = sampler.generate(
+                [run.domain.teacher_prompt],
+                n=missing,
+                temperature=spec.teacher.temperature,
+                max_new_tokens=spec.teacher.maxNewTokens,
+                seed=derive_seed(spec.seed, "teacher-generate", t, round_),
+            )[0]
+            attempts += len(samples)
+            pairs = [parse_teacher_output(s.text) for s in samples]
+            parsed = [(s, p) for s, p in zip(samples, pairs, strict=True) if p is not None]
+            ok = check.parses_many([p.answer for _, p in parsed])
+            accepted += [
+                {
+                    "question": pair.question,
+                    "answer": pair.answer,
+                    "text": sample.text,
+                    "token_ids": sample.token_ids,
+                }
+                for (sample, pair), valid in zip(parsed, ok, strict=True)
+                if valid
+            ]
+    if len(accepted) < needed:
+        raise StageError(
+            f"teacher-generate step {t}: only {len(accepted)} of {needed} valid teacher outputs "
+            f"after {spec.teacher.maxGenerationRounds} rounds ({attempts} samples); raise "
+            "spec.teacher.maxGenerationRounds or check that the model follows the format"
+        )
+    return accepted[:needed], attempts
+
+
+def question_diversity(questions: list[str]) -> float:
+    """Vendi score of the questions' sentence embeddings."""
+    return float(vendi_score(embed_questions(questions)))
+
+
+def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
+    """One RLOO step of the teacher over all accepted rollouts, A_k shared by dataset k's
+    rollouts; saves teacher checkpoint t with its optimizer state, keeps the last few."""
+    spec = run.spec.teacher
+    policy, tokenizer = load_teacher(run, t - 1, trainable=True)
+    ref = None
+    if spec.klCoef > 0:
+        ref, _ = load_checkpoint(run.store, None, run.spec.model)
+        ref.eval()
+    optimizer = make_optimizer(policy, spec.learningRate)
+    if t > 1:
+        load_optimizer_state(optimizer, run.store.read_bytes(layout.teacher_optimizer(t - 1)))
+    candidates = run.candidates(t)
+    advantages = dataset_advantages(rewards)  # [g] A_k
+    generation = layout.load(run.store, layout.generation(t), layout.Generation)
+    stats = teacher_step(
+        policy,
+        ref,
+        generation.prompt_ids,
+        [c["token_ids"] for c in candidates],
+        [advantages[c["dataset"]] for c in candidates],
+        optimizer=optimizer,
+        lr=cosine_lr(t, spec.warmupSteps, run.spec.steps, spec.learningRate),
+        kl_coef=spec.klCoef,
+        max_grad_norm=run.spec.training.maxGradNorm,
+        normalisation=run.spec.training.lossNormalisation,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        temperature=spec.temperature,
+    )
+    save_checkpoint(run.store, layout.teacher_checkpoint(t), policy, tokenizer)
+    run.store.write_bytes(layout.teacher_optimizer(t), optimizer_bytes(optimizer))
+    old = t - spec.keepCheckpoints
+    if old >= 1:
+        run.store.delete(layout.teacher_checkpoint(old))
+        run.store.delete(layout.teacher_optimizer(old))
+    return {"advantages": advantages, **stats}

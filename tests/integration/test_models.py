@@ -1,0 +1,95 @@
+"""The tiny builtin model (trained once, cached) and SmolLM2: what they generate and how they
+load. The `tiny` and `tiny_sampler` fixtures are in conftest.py."""
+
+import os
+import random
+
+import torch
+
+from soar import models, tinymodel
+from soar.arith import ARITH, build_arith_pool, make_problem
+from soar.prompts import last_boxed, parse_teacher_output
+from soar.sampler import TransformersSampler
+
+
+def greedy_accuracy(sampler, problems: list[dict]) -> float:
+    prompts = [ARITH.student_prompt(p["question"]) for p in problems]
+    outputs = sampler.generate(prompts, temperature=0, max_new_tokens=96)
+    return sum(
+        last_boxed(out[0].text) == p["answer"] for out, p in zip(outputs, problems, strict=True)
+    ) / len(problems)
+
+
+def test_training_is_deterministic_for_a_seed():
+    recipe = tinymodel.TinyRecipe(layers=1, width=32, steps=3, batch_size=8)
+    first, _ = tinymodel.train(recipe)
+    again, _ = tinymodel.train(recipe)
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_tiny_model_writes_the_teacher_format(tiny_sampler):
+    outputs = tiny_sampler.generate(
+        [ARITH.teacher_prompt], n=100, temperature=1.0, max_new_tokens=96
+    )
+    pairs = [parse_teacher_output(out.text) for out in outputs[0]]
+    assert sum(pair is not None for pair in pairs) >= 90
+    assert len({pair.question for pair in pairs if pair}) >= 50  # samples, not one memorised line
+
+
+def test_tiny_model_solves_short_sums_and_some_longer_ones(tiny_sampler):
+    rng = random.Random(11)
+    assert greedy_accuracy(tiny_sampler, [make_problem(rng, 1) for _ in range(40)]) >= 0.9
+    assert greedy_accuracy(tiny_sampler, [make_problem(rng, 2) for _ in range(40)]) >= 0.9
+    assert 0.2 <= greedy_accuracy(tiny_sampler, [make_problem(rng, 5) for _ in range(40)]) <= 0.9
+
+
+def test_hard_pool_leaves_a_fail_at_k_split(tiny_sampler):
+    """6-digit sums always fail; some 5-digit ones fail 16 samples too, others do not."""
+    pool = build_arith_pool(48, seed=5)
+    prompts = [ARITH.student_prompt(p["question"]) for p in pool]
+    outputs = tiny_sampler.generate(prompts, n=16, temperature=1.0, max_new_tokens=96, seed=2)
+    failed = [
+        p["difficulty"]
+        for out, p in zip(outputs, pool, strict=True)
+        if not any(last_boxed(o.text) == p["answer"] for o in out)
+    ]
+    assert failed.count(6) == 24
+    assert 1 <= failed.count(5) <= 20
+    assert greedy_accuracy(tiny_sampler, [p for p in pool if p["difficulty"] == 6]) == 0
+
+
+def test_second_load_comes_from_the_cache(tiny, monkeypatch):
+    def no_training(directory):
+        raise AssertionError("the tiny model was trained again")
+
+    monkeypatch.setattr(tinymodel, "train_to", no_training)
+    model, tokenizer = models.load_model("tiny-arith")
+    assert tokenizer.get_vocab() == tiny[1].get_vocab()
+    for a, b in zip(model.parameters(), tiny[0].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_saved_model_loads_back_from_its_directory(tiny, tmp_path):
+    model, tokenizer = tiny
+    models.save_model(model, tokenizer, tmp_path)
+    again, tokenizer_again = models.load_model(str(tmp_path), dtype="bfloat16")
+    assert again.dtype == torch.bfloat16
+    ids = tokenizer_again(ARITH.teacher_prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = model(ids).logits
+        got = again.float()(ids).logits
+    assert torch.allclose(expected, got, atol=0.1)
+
+
+def test_smollm2_loads_offline_and_generates(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tokenizer = models.load_model("smollm2-135m")
+    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+    assert os.path.isfile(models.resolve("smollm2-135m") / "model.safetensors")
+    [[sample]] = TransformersSampler(model, tokenizer).generate(
+        ["User: What is 2+3? Assistant:"], temperature=0, max_new_tokens=8
+    )
+    assert len(sample.token_ids) > 0 and sample.text.strip()

@@ -1,0 +1,223 @@
+"""`soar run` end to end on the tiny model: a whole run, resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from soar import layout
+from soar.checkpoints import COMPLETE
+from soar.planner import Stage
+from tests.support.manifests import TINY, decisions, merge, soarrun, write_manifest
+from tests.support.models import tiny_llama
+
+
+def tiny_manifest(folder: Path, **fields) -> Path:
+    """The tiny run ("e2e") with these top-level spec fields replaced."""
+    return write_manifest(folder, soarrun("e2e", TINY, **fields))
+
+
+def soar(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "soar", *args], cwd=cwd, capture_output=True, text=True, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = soar("run", str(tiny_manifest(folder)), cwd=folder)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "promotions:" in result.stdout and "pass@1=" in result.stdout
+    return folder / "e2e"
+
+
+@pytest.mark.slow
+def test_run_completes_with_every_output(finished_run):
+    store = finished_run
+    assert json.loads((store / layout.STATE).read_text())["step"] == 2
+    record = json.loads((store / layout.step_record(2)).read_text())
+    assert len(record["student_rewards"]) == 2 and len(record["student_rewards"][0]) == 2
+    # threshold -1 and window 1: every step promotes, PQ gets one dataset per step
+    assert record["promotions"] == 2 and record["baseline"] == layout.promoted_student(2)
+    assert len((store / layout.PQ).read_text().splitlines()) == 2 * 4
+    assert (store / layout.teacher_checkpoint(2) / COMPLETE).exists()
+    evaluations = (store / layout.evaluation(0)).parent.glob("*.json")
+    assert sorted(p.relative_to(store).as_posix() for p in evaluations) == [
+        layout.evaluation(t) for t in (0, 1, 2)
+    ]
+    ev = json.loads((store / layout.evaluation(0)).read_text())
+    assert set(ev["pass_at_k"]) == {"1", "4"}
+    # the hard split really is hard for the base model: fail@k when it was built
+    assert ev["pass_at_k"]["1"] < 0.5
+    second = json.loads((store / layout.student_result(2, 0)).read_text())
+    assert second["inner_steps"] == 3  # innerSteps + extraStepsAfterPromotion after a promotion
+    ps = json.loads((store / layout.PS).read_text())
+    assert set(ps["candidates"]) == {layout.promoted_student(1), layout.promoted_student(2)}
+    assert ps["accuracy"] == max(ps["candidates"].values())
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(finished_run):
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    result = soar("run", str(finished_run.parent / "run.yaml"), cwd=finished_run.parent)
+    assert result.returncode == 0, result.stderr
+    changed = [
+        p
+        for p, m in before.items()
+        if p.exists() and p.stat().st_mtime_ns != m and "logs" not in p.parts
+    ]
+    assert changed == []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_records(finished_run, tmp_path):
+    manifest = tiny_manifest(tmp_path)
+    store = tmp_path / "e2e"
+    kills = 0
+    stages = [Stage("student", 1, 0), Stage("teacher-update", 1), Stage("baseline", 2)]
+    for wait_for in [layout.done(stage.key) for stage in stages]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "soar", "run", str(manifest)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 300
+        while not (store / wait_for).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert decisions(store, 2) == decisions(finished_run, 2)
+
+
+def small_run(tmp_path: Path, **spec) -> Path:
+    """One step of the tiny run with overrides; returns the store."""
+    manifest = tiny_manifest(tmp_path, **merge(TINY, {**spec, "steps": 1}))
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "e2e"
+
+
+@pytest.mark.slow
+def test_lora_teacher_and_students(tmp_path):
+    store = small_run(tmp_path, teacher={"lora": {"rank": 4}}, student={"lora": {"rank": 4}})
+    assert (store / layout.teacher_checkpoint(1) / "adapter_config.json").exists()
+    assert (store / layout.student_model(1, 0) / "adapter_config.json").exists()
+    # the promoted LoRA student was merged into full weights: the next steps start from it
+    assert (store / layout.promoted_student(1) / "model.safetensors").exists()
+    assert not (store / layout.promoted_student(1) / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_hard_only_baseline(tmp_path):
+    store = small_run(tmp_path, mode="hard-only")
+    assert not (store / layout.candidates(1)).exists()  # no teacher at all
+    record = json.loads((store / layout.step_record(1)).read_text())
+    assert record["baseline"] == layout.promoted_student(1) and len(record["student_rewards"]) == 1
+
+
+@pytest.mark.slow
+def test_learnability_reward(tmp_path):
+    store = small_run(tmp_path, reward={"kind": "learnability", "learnabilitySamples": 4})
+    record = json.loads((store / layout.step_record(1)).read_text())
+    result = json.loads((store / layout.student_result(1, 0)).read_text())
+    rates = result["success_rates"]
+    assert len(rates) == 4 and all(p in (0, 0.25, 0.5, 0.75, 1.0) for p in rates)
+    expected = sum(0.0 if p == 0 else 1 - p for p in rates) / len(rates)
+    assert result["reward"] == pytest.approx(expected)
+    assert record["promoted"] is False and len(record["dataset_rewards"]) == 2
+
+
+def test_teacher_that_never_follows_the_format_fails_clearly(tmp_path):
+    from soar.models import load_model
+
+    _, tokenizer = load_model("tiny-arith")
+    model, _ = tiny_llama(tokenizer=tokenizer)  # random: it never writes the teacher's format
+    model.save_pretrained(tmp_path / "random")
+    tokenizer.save_pretrained(tmp_path / "random")
+    (tmp_path / "train.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "1+2", "answer": "3"}\n')
+    manifest = tiny_manifest(
+        tmp_path,
+        model={"name": str(tmp_path / "random")},
+        data={"domain": "arith", "hardTrain": "train.jsonl", "hardTest": "test.jsonl"},
+        teacher=merge(TINY["teacher"], {"maxGenerationRounds": 2}),
+    )
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode != 0
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: stage 1/teacher-generate failed (exit 2): teacher-generate")
+    assert "valid teacher outputs after 2 rounds" in first
+    # nothing was lost: the completed stages stay completed
+    assert (tmp_path / "e2e" / layout.done(Stage("prepare", 0).key)).exists()
+
+
+def test_build_hard_set_command(tmp_path):
+    rows = [{"q": f"{a}+{a}", "a": str(2 * a)} for a in (1, 2, 3)]
+    rows += [{"q": "123456+654321", "a": "777777"}, {"q": "999999+111111", "a": "1111110"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = soar(
+        "data",
+        "build-hard-set",
+        "--model",
+        "tiny-arith",
+        "--input",
+        "in.jsonl",
+        "--domain",
+        "arith",
+        "--question-field",
+        "q",
+        "--answer-field",
+        "a",
+        "--k",
+        "4",
+        "--max-new-tokens",
+        "64",
+        "--train-out",
+        "train.jsonl",
+        "--test-out",
+        "test.jsonl",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    kept = [
+        json.loads(line)["question"]
+        for name in ("train.jsonl", "test.jsonl")
+        for line in (tmp_path / name).read_text().splitlines()
+    ]
+    assert sorted(kept) == ["123456+654321", "999999+111111"]  # 6 digits: always failed
+
+
+def test_bad_manifest_fails_before_any_work(tmp_path):
+    manifest = tiny_manifest(tmp_path, teacher={"datasets": 1})
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec.teacher.datasets: must be >= 2 for RLOO" in result.stderr
+    assert not (tmp_path / "e2e").exists()
+
+
+def test_changed_spec_is_refused_on_resume(tmp_path):
+    manifest = tiny_manifest(tmp_path, data={"hardTrain": "a.jsonl", "hardTest": "b.jsonl"})
+    (tmp_path / "a.jsonl").write_text('{"question": "1+1", "answer": "2"}\n{"oops\n')
+    (tmp_path / "b.jsonl").write_text('{"question": "1+2", "answer": "3"}\n')
+    first = soar("run", str(manifest), cwd=tmp_path)
+    assert first.returncode == 2
+    assert first.stderr.startswith("error: stage prepare failed (exit 2): ")
+    assert "a.jsonl:2: invalid JSON" in first.stderr  # names the file and the line
+    manifest = tiny_manifest(
+        tmp_path, steps=7, data={"hardTrain": "a.jsonl", "hardTest": "b.jsonl"}
+    )
+    second = soar("run", str(manifest), cwd=tmp_path)
+    assert second.returncode == 2
+    assert "different spec.steps" in second.stderr

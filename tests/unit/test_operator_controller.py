@@ -1,0 +1,131 @@
+"""One reconcile pass with a stand-in for the API: what it writes, posts and creates."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from soar import layout
+from soar.manifest import parse_run
+from soar.runstate import frozen_spec
+from soar.spec import PodSettings
+from soar.store import StoreError
+from soar_operator import controller as controller_module
+from soar_operator.controller import Controller
+from soar_operator.jobs import FAILED, JobView
+from soar_operator.kube import InvalidJob
+from tests.support.manifests import MINIMAL, soarrun
+
+NOW = 1_767_225_600.0
+
+
+class FakeKube:
+    def __init__(self):
+        self.created, self.deleted, self.patches, self.details = [], [], [], 0
+        self.refuse = None
+
+    def create_job(self, namespace, manifest):
+        if self.refuse:
+            raise InvalidJob(self.refuse)
+        self.created.append(manifest["metadata"]["name"])
+        return True
+
+    def delete_job(self, namespace, name):
+        self.deleted.append(name)
+
+    def patch_status(self, namespace, name, patch):
+        self.patches.append(patch)
+
+    def failure_detail(self, namespace, job):
+        self.details += 1
+        return "exit 1: error: boom"
+
+
+def body(store: Path, **spec):
+    run = MINIMAL | {"steps": 1, "teacher": {"datasets": 2}, "storage": {"uri": store.as_uri()}}
+    metadata = {"namespace": "ns", "uid": "u1", "generation": 1}
+    return soarrun("r", run, metadata=metadata, **spec)
+
+
+@pytest.fixture
+def kube():
+    return FakeKube()
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def ctl(kube, events):
+    post = lambda body, event: events.append((event.type, event.reason))  # noqa: E731
+    return Controller(kube, PodSettings(image="w:1"), post, clock=lambda: NOW)
+
+
+def test_first_pass_writes_run_json_like_soar_run_and_starts_prepare(ctl, kube, events, tmp_path):
+    run = body(tmp_path / "store")
+    status = ctl.reconcile(run, [], {})
+    stored = json.loads((tmp_path / "store" / layout.RUN).read_text())
+    assert stored["name"] == "r"
+    assert stored["spec"] == frozen_spec(parse_run(run), Path("/")).model_dump()
+    assert kube.created == ["r-0-prepare-1"]
+    assert status["phase"] == "Pending" and status["stage"] == "prepare"
+    assert kube.patches == [status]
+    assert events == [("Normal", "JobCreated"), ("Normal", "RunStarted")]
+
+
+def test_a_pass_that_changes_nothing_writes_nothing(ctl, kube, events, tmp_path):
+    run, memo = body(tmp_path / "store"), {}
+    ctl.reconcile(run, [], memo)
+    prepare = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", running=True)
+    ctl.reconcile(run, [prepare], memo)  # the watched copy of the run still has no status
+    patches, posted = len(kube.patches), len(events)
+    ctl.reconcile(run, [prepare], memo)
+    assert (len(kube.patches), len(events), kube.created) == (patches, posted, ["r-0-prepare-1"])
+
+
+def test_a_failed_attempt_is_looked_up_once(ctl, kube, tmp_path):
+    run, memo = body(tmp_path / "store"), {}
+    failed = JobView(
+        "r-0-prepare-1", "j1", "prepare", 0, 1, FAILED, NOW - 1, "BackoffLimitExceeded"
+    )
+    first = ctl.reconcile(run, [failed], memo)
+    second = ctl.reconcile(run, [failed], memo)
+    assert kube.details == 1
+    assert first["lastFailure"] == second["lastFailure"] == "r-0-prepare-1: exit 1: error: boom"
+    assert first["reason"] == "BackingOff"
+
+
+def test_an_unreadable_store_is_reported_and_retried(ctl, kube, events, tmp_path, monkeypatch):
+    run, memo = body(tmp_path / "store"), {}
+    ctl.reconcile(run, [], memo)
+    running = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", running=True)
+    ctl.reconcile(run, [running], memo)
+
+    def down(store):
+        raise StoreError(f"{store.uri}: cannot list {layout.DONE!r}: AccessDenied")
+
+    monkeypatch.setattr(controller_module, "completed", down)
+    status = ctl.reconcile(run, [running], memo)
+    assert (status["phase"], status["reason"]) == ("Running", "StoreUnavailable")
+    assert "AccessDenied" in status["message"] and kube.created == ["r-0-prepare-1"]
+    assert events[-1] == ("Warning", "StoreUnavailable")
+    monkeypatch.undo()
+    assert ctl.reconcile(run, [running], memo)["reason"] == "StagesRunning"
+
+
+def test_pod_settings_the_server_refuses_fail_the_run(ctl, kube, events, tmp_path):
+    kube.refuse = 'Job.batch "r-0-prepare-1" is invalid: spec.template.spec.tolerations[0]'
+    status = ctl.reconcile(body(tmp_path / "store"), [], {})
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidPodSettings")
+    assert status["message"].startswith(
+        "pod settings of stage prepare (spec.pods.prepare, spec.pods.default): Job.batch"
+    )
+    assert ("Warning", "InvalidPodSettings") in events
+
+
+def test_an_invalid_run_fails_without_touching_its_store(ctl, kube, tmp_path):
+    status = ctl.reconcile(body(tmp_path / "store", storage={}), [], {})
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert not (tmp_path / "store").exists() and kube.created == []
