@@ -1,60 +1,121 @@
-"""Model checkpoints in the run store: full weights, or a LoRA adapter over the base model."""
+"""Model checkpoints in the run store: full weights, or a LoRA adapter over the base model.
 
+A checkpoint is written to a fresh folder under its prefix and committed by a manifest naming
+that folder with every file's size and SHA-256 (docs/design.md, "The run store"). A reader loads
+exactly what the manifest names and verifies it; a rewrite never deletes files a reader of the
+previous manifest may be loading until the new manifest is in place.
+"""
+
+import hashlib
+import json
 import tempfile
+import uuid
 from pathlib import Path
 
+from soar import layout
 from soar.models import load_model
 from soar.spec import ModelRef
-from soar.store import Store
+from soar.store import RecordError, Store, read_json
 
-COMPLETE = "COMPLETE"
+LEGACY_MARKER = "COMPLETE"  # checkpoints written before manifests: files beside this marker
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete or corrupt; the message names it and how to redo it."""
 
 
 def save_checkpoint(
     store: Store, prefix: str, model, tokenizer, adapter_base: str | None = None
 ) -> None:
-    """Upload save_pretrained's files, then a COMPLETE marker, so a half upload is never loaded.
+    """Upload save_pretrained's files to a fresh folder, then the manifest that commits them.
 
     A peft model saves only its adapter; `adapter_base` names the checkpoint it sits on (None:
     the spec's base model), recorded in BASE so loading rebuilds the same stack.
     """
+    version = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         if hasattr(model, "peft_config"):
             (Path(tmp) / "BASE").write_text(adapter_base or "")
         else:
             tokenizer.save_pretrained(tmp)
-        store.delete(prefix)
-        store.upload_dir(Path(tmp), prefix)
-    store.write_bytes(f"{prefix}/{COMPLETE}", b"")
+        files = {
+            str(path.relative_to(tmp)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(Path(tmp).rglob("*"))
+            if path.is_file()
+        }
+        store.upload_dir(Path(tmp), layout.checkpoint_files(prefix, version))
+    manifest = {"version": version, "files": files}
+    store.write_bytes(layout.checkpoint_manifest(prefix), json.dumps(manifest, indent=1).encode())
+    # Earlier attempts' folders (and a legacy checkpoint's files) are garbage from here on.
+    keep = (layout.checkpoint_files(prefix, version) + "/", layout.checkpoint_manifest(prefix))
+    for key in store.list(prefix):
+        if not key.startswith(keep):
+            store.delete(key)
 
 
 def has_checkpoint(store: Store, prefix: str) -> bool:
-    return store.exists(f"{prefix}/{COMPLETE}")
+    return store.exists(layout.checkpoint_manifest(prefix)) or store.exists(
+        f"{prefix}/{LEGACY_MARKER}"
+    )
 
 
 def load_checkpoint(store: Store, prefix: str | None, base: ModelRef, trainable: bool = False):
-    """(model, tokenizer) from the store; prefix None means the base model itself."""
+    """(model, tokenizer) from the store, verified against its manifest; prefix None means the
+    base model itself. A checkpoint that is missing or does not match its manifest raises
+    CheckpointError and is never loaded."""
     if prefix is None:
         return load_model(base.name, dtype=base.dtype)
-    if not has_checkpoint(store, prefix):
-        raise FileNotFoundError(f"{store.uri}/{prefix}: no complete checkpoint")
     with tempfile.TemporaryDirectory() as tmp:
-        store.download_dir(prefix, Path(tmp))
+        _download_verified(store, prefix, Path(tmp))
         base_file = Path(tmp) / "BASE"
-        if base_file.exists():
-            from peft import PeftModel
+        try:
+            if base_file.exists():
+                from peft import PeftModel
 
-            model, tokenizer = load_checkpoint(store, base_file.read_text() or None, base)
-            model = PeftModel.from_pretrained(model, tmp, is_trainable=trainable)
-            return model, tokenizer
-        return load_model(tmp, dtype=base.dtype)
+                model, tokenizer = load_checkpoint(store, base_file.read_text() or None, base)
+                return PeftModel.from_pretrained(model, tmp, is_trainable=trainable), tokenizer
+            return load_model(tmp, dtype=base.dtype)
+        except (OSError, ValueError, RuntimeError) as err:
+            if isinstance(err, CheckpointError):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise _broken(store, prefix, f"cannot be loaded: {first}") from None
 
 
-def copy_checkpoint(store: Store, source: str, target: str) -> None:
-    """Copy a complete checkpoint key by key; the marker goes last."""
-    store.delete(target)
-    for key in store.list(source):
-        if not key.endswith(f"/{COMPLETE}"):
-            store.write_bytes(target + key[len(source) :], store.read_bytes(key))
-    store.write_bytes(f"{target}/{COMPLETE}", b"")
+def _download_verified(store: Store, prefix: str, local: Path) -> None:
+    """The manifest's files in `local`, each checked for its size and SHA-256."""
+    if not store.exists(layout.checkpoint_manifest(prefix)):
+        if store.exists(f"{prefix}/{LEGACY_MARKER}"):
+            store.download_dir(prefix, local)  # no checksums were recorded then
+            return
+        raise _broken(store, prefix, "missing (no manifest)")
+    try:
+        manifest = read_json(store, layout.checkpoint_manifest(prefix))
+        version, files = manifest["version"], manifest["files"]
+    except (RecordError, KeyError, TypeError):
+        raise _broken(store, prefix, "its manifest is corrupt") from None
+    folder = layout.checkpoint_files(prefix, version)
+    try:
+        store.download_dir(folder, local)
+    except KeyError:
+        raise _broken(store, prefix, f"its files ({folder}/) are missing") from None
+    for name, expected in files.items():
+        path = local / name
+        if not path.is_file():
+            raise _broken(store, prefix, f"{name} is missing")
+        if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
+            raise _broken(store, prefix, f"{name} does not match its size and SHA-256")
+
+
+def _broken(store: Store, prefix: str, what: str) -> CheckpointError:
+    how = layout.how_to_recompute(prefix + "/")
+    return CheckpointError(f"checkpoint {store.uri}/{prefix}: {what}; {how}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

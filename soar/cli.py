@@ -1,6 +1,7 @@
 """The `soar` command: run, validate, stage, crd, report, data."""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from soar.report import summary
 
     run = load_run(args.manifest)
-    store, spec = open_run(run, Path(args.manifest).resolve().parent, Path.cwd())
+    # The store's S3 settings reach this process and, through the environment, every stage.
+    os.environ.update(run.spec.storage.s3_options().env())
+    manifest_dir = Path(args.manifest).resolve().parent
+    store, spec, lease = open_run(run, manifest_dir, Path.cwd(), wait=args.wait)
     parallelism = args.parallelism or spec.execution.parallelism
     print(f"SoarRun {run.metadata.name}: {spec.steps} steps, store {store.uri}", flush=True)
     started = time.time()
@@ -46,7 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    LocalExecutor(store, spec, parallelism, on_event).run()
+    try:
+        LocalExecutor(store, spec, parallelism, lease, on_event).run()
+    finally:
+        lease.release()
     print()
     print(summary(store, completed(store)))
     print(f"\nfinished in {time.time() - started:.1f}s")
@@ -125,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or resume) a SoarRun locally")
     run.add_argument("manifest")
     run.add_argument("--parallelism", type=int, help="stages at once (default: spec.execution)")
+    run.add_argument(
+        "--wait", action="store_true", help="wait for another executor driving the run to stop"
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check manifests without running anything")

@@ -5,6 +5,7 @@ it at any moment and starting it again continues the run without redoing complet
 """
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from soar import layout
 from soar.contract import EXIT_TRANSIENT
+from soar.lease import Lease
 from soar.planner import Stage, plan
 from soar.runstate import completed, init_store
 from soar.spec import SoarRun, SoarRunSpec
@@ -50,9 +52,11 @@ class LocalExecutor:
         store: Store,
         spec: SoarRunSpec,
         parallelism: int,
+        lease: Lease,
         on_event: Callable[[str, Stage, dict], None] = lambda *a: None,
     ):
         self.store = store
+        self.lease = lease
         self.spec = spec
         self.parallelism = parallelism
         self.on_event = on_event
@@ -71,8 +75,12 @@ class LocalExecutor:
     def run(self) -> None:
         """Run until the planner has nothing left; raise ExecutorError on the first failure."""
         running: dict[Stage, tuple[subprocess.Popen, Path]] = {}
+        renewed = time.monotonic()
         try:
             while True:
+                if time.monotonic() - renewed > self.lease.ttl / 4:
+                    self.lease.renew()  # raises LeaseHeld if another writer took over
+                    renewed = time.monotonic()
                 ready = [s for s in plan(self.spec, completed(self.store)) if s not in running]
                 if not ready and not running:
                     return
@@ -102,6 +110,15 @@ class LocalExecutor:
         self.on_event("finished", stage, manifest)
 
 
-def open_run(run: SoarRun, manifest_dir: Path, cwd: Path) -> tuple[Store, SoarRunSpec]:
+def open_run(
+    run: SoarRun, manifest_dir: Path, cwd: Path, wait: bool = False
+) -> tuple[Store, SoarRunSpec, Lease]:
+    """The run's store, with this process holding its lease, and the frozen spec."""
     store = open_store(store_uri(run, cwd))
-    return store, init_store(store, run, manifest_dir)
+    lease = Lease(store, f"soar run (pid {os.getpid()})")
+    lease.acquire(wait=wait)
+    try:
+        return store, init_store(store, run, manifest_dir), lease
+    except BaseException:
+        lease.release()
+        raise

@@ -10,9 +10,10 @@ import json
 import os
 import random
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from soar.grading import sampled_correct
 from soar.prompts import Domain
@@ -69,64 +70,96 @@ def split_in_half(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
     return shuffled[:half], shuffled[half:]
 
 
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file (and line) and what is wrong."""
+
+
 def read_problems(
     path: str | Path,
     question_field: str = "question",
     answer_field: str = "answer",
     id_field: str = "id",
+    *,
+    max_question_chars: int = 8192,
+    max_answer_chars: int = 1024,
 ) -> list[dict]:
     """Problems from a JSONL file (gzipped if it ends in .gz) as {"id", "question", "answer"}.
 
-    A row without an id gets "<file name>:<line>". Malformed rows raise a ValueError naming the
-    file and line.
+    A row without an id gets "<file name>:<line>". A missing, truncated, non-gzip or non-UTF-8
+    file, a malformed row, or a question or answer over its cap raises DataError naming the file
+    and line. A line is read at most up to what the caps allow, so one huge line costs no more.
     """
+    limits = {question_field: max_question_chars, answer_field: max_answer_chars}
+    max_line = 4 * (max_question_chars + max_answer_chars) + 65536  # UTF-8 bytes, other fields
     problems: list[dict] = []
     first_line_of: dict[str, int] = {}
-    with _open_text(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            fields = (question_field, answer_field, id_field)
-            problem = _problem_from_line(line, where, fields, f"{Path(path).name}:{number}")
-            if problem["id"] in first_line_of:
-                first = first_line_of[problem["id"]]
-                raise ValueError(f"{where}: duplicate id {problem['id']!r} (first on line {first})")
-            first_line_of[problem["id"]] = number
-            problems.append(problem)
+    number = 0
+    try:
+        with _open_binary(path) as f:
+            while raw := f.readline(max_line + 1):
+                number += 1
+                where = f"{path}:{number}"
+                if len(raw) > max_line:
+                    raise DataError(f"{where}: line longer than {max_line} bytes")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
+                if not line.strip():
+                    continue
+                fields = (question_field, answer_field, id_field)
+                name = f"{Path(path).name}:{number}"
+                problem = _problem_from_line(line, where, fields, name, limits)
+                if problem["id"] in first_line_of:
+                    first = first_line_of[problem["id"]]
+                    duplicate = f"duplicate id {problem['id']!r} (first on line {first})"
+                    raise DataError(f"{where}: {duplicate}")
+                first_line_of[problem["id"]] = number
+                problems.append(problem)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a JSONL file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: not a complete gzip file ({err or 'truncated'})") from None
     return problems
 
 
-def _open_text(path: str | Path) -> TextIO:
+def _open_binary(path: str | Path) -> BinaryIO:
     if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def _problem_from_line(
-    line: str, where: str, fields: tuple[str, str, str], default_id: str
+    line: str, where: str, fields: tuple[str, str, str], default_id: str, limits: dict[str, int]
 ) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
+        raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     question_field, answer_field, id_field = fields
-    question = _text_field(row, question_field, where)
-    answer = _text_field(row, answer_field, where)
+    question = _text_field(row, question_field, where, limits[question_field])
+    answer = _text_field(row, answer_field, where, limits[answer_field])
     return {"id": str(row.get(id_field, default_id)), "question": question, "answer": answer}
 
 
-def _text_field(row: dict, name: str, where: str) -> str:
-    """A non-empty string; numbers (such as integer answers) are written as text."""
+def _text_field(row: dict, name: str, where: str, limit: int) -> str:
+    """A non-empty string of at most `limit` characters; numbers (such as integer answers) are
+    written as text."""
     if name not in row:
-        raise ValueError(f"{where}: missing field {name!r} (fields: {', '.join(row) or 'none'})")
+        raise DataError(f"{where}: missing field {name!r} (fields: {', '.join(row) or 'none'})")
     value = row[name]
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+        raise DataError(f"{where}: field {name!r} must be a non-empty string, got {value!r:.80}")
+    if len(value) > limit:
+        raise DataError(f"{where}: field {name!r} has {len(value)} characters, more than {limit}")
     return value
 
 

@@ -11,21 +11,23 @@ run.json                      frozen spec and run uid (written once)
 data/hard-{train,test}.jsonl  the hard splits
 steps/<t>/                    candidates.jsonl, generation.json, baseline.json,
                               students/<i>/{result.json,model/}, record.json (the step record)
-checkpoints/teacher/<t>/      teacher weights, + <t>-optimizer.pt
+checkpoints/teacher/<t>/      teacher weights (MANIFEST.json + <version>/), + <t>-optimizer.pt
 checkpoints/student/<p>/      promoted students
 pq.jsonl, pq/<t>.jsonl        promotion questions
 eval/<t>.json, ps.json        evaluations, the chosen promoted student
 baseline-cache/, eval/train-accuracy/   per-student caches
 done/<stage key>.json         completion manifests, written last by each stage
 state.json, logs/             cursor and stage logs
+lease/<n>.json                who drives the run (one writer per store)
 ```
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
-from soar.store import Store, read_json, write_json
+from soar.store import RecordError, Store, read_json, read_jsonl, write_json
 
 # ------------------------------------------------------------------------------------------ keys
 RUN = "run.json"
@@ -34,6 +36,7 @@ DONE = "done"
 PQ = "pq.jsonl"
 PQ_PARTS = "pq"
 PS = "ps.json"
+LEASES = "lease"
 
 
 def hard_split(split: str) -> str:
@@ -90,6 +93,16 @@ def promoted_student(number: int) -> str:
     return f"checkpoints/student/{number}"
 
 
+def checkpoint_manifest(prefix: str) -> str:
+    """Commits a checkpoint: the folder holding its files, with their sizes and SHA-256."""
+    return f"{prefix}/MANIFEST.json"
+
+
+def checkpoint_files(prefix: str, version: str) -> str:
+    """One write of a checkpoint; only the folder its manifest names is ever loaded."""
+    return f"{prefix}/{version}"
+
+
 def pq_part(t: int) -> str:
     """The PQ rows step t added; pq.jsonl is their concatenation in step order."""
     return f"{PQ_PARTS}/{t}.jsonl"
@@ -113,6 +126,11 @@ def train_accuracy(student: str | None) -> str:
 def done(stage_key: str) -> str:
     """The completion manifest of a stage (see planner.Stage.key)."""
     return f"{DONE}/{stage_key}.json"
+
+
+def lease(generation: int) -> str:
+    """One generation of the run's writer lease (see soar.lease)."""
+    return f"{LEASES}/{generation}.json"
 
 
 def stage_log(stage_key: str) -> str:
@@ -237,9 +255,59 @@ class Evaluation(Record):
 # ------------------------------------------------------------------------------ reading, writing
 R = TypeVar("R", bound=Record)
 
+# Which stage writes what: a broken record is recomputed by deleting that stage's manifest.
+WRITERS = [
+    (re.compile(r"steps/(\d+)/(candidates\.jsonl|generation\.json)$"), "{0}/teacher-generate"),
+    (re.compile(r"steps/(\d+)/baseline\.json$"), "{0}/baseline"),
+    (re.compile(r"steps/(\d+)/students/(\d+)/"), "{0}/student-{1}"),
+    (re.compile(r"steps/(\d+)/record\.json$"), "{0}/teacher-update"),
+    (re.compile(r"checkpoints/teacher/(\d+)(/|-optimizer)"), "{0}/teacher-update"),
+    (re.compile(r"eval/(\d+)\.json$"), "{0}/evaluate"),
+    (re.compile(r"data/hard-"), "prepare"),
+]
+
+
+def written_by(key: str) -> str | None:
+    """The key of the stage that writes `key`, if one stage does."""
+    for pattern, stage in WRITERS:
+        match = pattern.match(key)
+        if match:
+            return stage.format(*match.groups())
+    return None
+
+
+def how_to_recompute(key: str) -> str:
+    stage = written_by(key)
+    if stage is None:
+        return "it cannot be recomputed; restore it or start a new run"
+    return f"delete {done(stage)} to run stage {stage} again"
+
 
 def load(store: Store, key: str, kind: type[R]) -> R:
-    return kind.from_json(read_json(store, key))
+    """A typed record; RecordError naming the key, and how to recompute it, when it is missing
+    or corrupt."""
+    try:
+        doc = read_json(store, key)
+    except KeyError:
+        raise RecordError(f"{store.uri}/{key}: missing; {how_to_recompute(key)}") from None
+    except RecordError as err:
+        raise RecordError(f"{err}; {how_to_recompute(key)}") from None
+    try:
+        return kind.from_json(doc)
+    except (TypeError, AttributeError, ValueError) as err:
+        raise RecordError(
+            f"{store.uri}/{key}: not a {kind.__name__} ({err}); {how_to_recompute(key)}"
+        ) from None
+
+
+def load_rows(store: Store, key: str) -> list[dict]:
+    """The rows of a JSONL file the run needs; RecordError as for `load`."""
+    try:
+        return read_jsonl(store, key)
+    except KeyError:
+        raise RecordError(f"{store.uri}/{key}: missing; {how_to_recompute(key)}") from None
+    except RecordError as err:
+        raise RecordError(f"{err}; {how_to_recompute(key)}") from None
 
 
 def save(store: Store, key: str, record: Record) -> None:

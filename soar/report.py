@@ -3,7 +3,7 @@
 from soar import layout
 from soar.planner import committed_step, evaluation_steps
 from soar.runstate import Run
-from soar.store import Store
+from soar.store import RecordError, Store
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -12,16 +12,26 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def step_records(run: Run, done: set[str]) -> list[layout.StepRecord]:
-    return [run.record(t) for t in range(1, committed_step(run.spec, done) + 1)]
+def step_records(run: Run, done: set[str]) -> list[layout.StepRecord | RecordError]:
+    """The committed step records; one that cannot be read is its error, so the rest still show."""
+    records: list[layout.StepRecord | RecordError] = []
+    for t in range(1, committed_step(run.spec, done) + 1):
+        try:
+            records.append(run.record(t))
+        except RecordError as err:
+            records.append(err)
+    return records
 
 
-def evaluations(run: Run) -> dict[int, layout.Evaluation]:
-    return {
-        t: layout.load(run.store, layout.evaluation(t), layout.Evaluation)
-        for t in evaluation_steps(run.spec)
-        if run.store.exists(layout.evaluation(t))
-    }
+def evaluations(run: Run) -> dict[int, layout.Evaluation | RecordError]:
+    found: dict[int, layout.Evaluation | RecordError] = {}
+    for t in evaluation_steps(run.spec):
+        if run.store.exists(layout.evaluation(t)):
+            try:
+                found[t] = layout.load(run.store, layout.evaluation(t), layout.Evaluation)
+            except RecordError as err:
+                found[t] = err
+    return found
 
 
 def summary(store: Store, done: set[str]) -> str:
@@ -33,16 +43,23 @@ def summary(store: Store, done: set[str]) -> str:
         f"{'step':>4}  {'reward':>7}  {'MA':>7}  {'promoted':>8}  {'base acc':>8}  {'vendi':>6}"
     )
     lines += [header, "-" * len(header)]
-    for r in records:
+    for t, r in enumerate(records, start=1):
+        if isinstance(r, RecordError):
+            lines.append(f"{t:>4}  unreadable: {r}")
+            continue
         vendi = (r.generation or {}).get("vendi")
         lines.append(
             f"{r.step:>4}  {_fmt(r.teacher_reward, True):>7}  "
             f"{_fmt(r.moving_average, True):>7}  {'yes' if r.promoted else '':>8}  "
             f"{_fmt(r.baseline_accuracy):>8}  {_fmt(vendi):>6}"
         )
-    promotions = records[-1].promotions if records else 0
+    readable = [r for r in records if not isinstance(r, RecordError)]
+    promotions = readable[-1].promotions if readable else 0
     lines += ["", f"steps: {len(records)}/{run.spec.steps}   promotions: {promotions}"]
     for t, ev in evaluations(run).items():
+        if isinstance(ev, RecordError):
+            lines.append(f"after step {t}: evaluation unreadable: {ev}")
+            continue
         ks = "  ".join(f"pass@{k}={v:.3f}" for k, v in ev.pass_at_k.items())
         who = ev.baseline or "base model"
         lines.append(

@@ -10,11 +10,12 @@ import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from soar import layout
 from soar.prompts import Domain
 from soar.spec import SoarRun, SoarRunSpec, SpecError
-from soar.store import Store, read_json, read_jsonl
+from soar.store import Store, read_json
 
 # How a run executes, not what it computes: a resumed run may change these.
 OPERATIONAL_FIELDS = {"execution", "suspend", "storage", "pods", "retries", "activeDeadlineSeconds"}
@@ -41,28 +42,50 @@ def frozen_spec(run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
 
 
 def init_store(store: Store, run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
-    """Write run.json once; on resume, refuse a manifest whose algorithm settings changed."""
+    """Write run.json once; on resume, refuse a manifest whose algorithm settings changed, naming
+    each changed field. Until the prepare stage has completed, spec.data may still change (a typo
+    in a data path is fixed by editing the manifest), and run.json follows it."""
     spec = frozen_spec(run, manifest_dir)
     doc = {"name": run.metadata.name, "uid": str(uuid.uuid4()), "spec": spec.model_dump()}
-    store.create(layout.RUN, json.dumps(doc, indent=1, sort_keys=True).encode())
-    stored = SoarRunSpec.model_validate(read_json(store, layout.RUN)["spec"])
-    ignore = OPERATIONAL_FIELDS
-    if stored.model_dump(exclude=ignore) != spec.model_dump(exclude=ignore):
-        changed = [
-            k
-            for k in spec.model_fields
-            if k not in ignore and getattr(stored, k) != getattr(spec, k)
-        ]
+    if store.create(layout.RUN, json.dumps(doc, indent=1, sort_keys=True).encode()):
+        return spec
+    stored_doc = read_json(store, layout.RUN)
+    stored = SoarRunSpec.model_validate(stored_doc["spec"])
+    editable = set(OPERATIONAL_FIELDS)
+    if not store.exists(layout.done("prepare")):
+        editable.add("data")
+    changed = changed_fields(stored.model_dump(exclude=editable), spec.model_dump(exclude=editable))
+    if changed:
         raise SpecError(
-            f"{store.uri} holds a run with different spec.{', spec.'.join(changed)}; "
-            "rename the run or set spec.storage.uri to start a new one"
+            f"{store.uri} holds a run with different {', '.join(changed)}; change it back, "
+            "rename the run, or set spec.storage.uri to start a new one"
         )
+    if stored.data != spec.data:
+        stored_doc["spec"]["data"] = spec.data.model_dump()
+        store.write_bytes(layout.RUN, json.dumps(stored_doc, indent=1, sort_keys=True).encode())
+        stored = stored.model_copy(update={"data": spec.data})
     return stored
+
+
+def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """Dotted paths of the leaves that differ between two dumps of a spec."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            changed
+            for key in sorted(old.keys() | new.keys())
+            for changed in changed_fields(old.get(key), new.get(key), f"{path}.{key}")
+        ]
+    if old != new:
+        return [f"{path} ({old!r} -> {new!r})"]
+    return []
 
 
 def completed(store: Store) -> set[str]:
     """Keys of the completion manifests present in the store (see planner.Stage.key)."""
-    return {key[len(layout.DONE) + 1 : -len(".json")] for key in store.list(layout.DONE)}
+    sizes = store.sizes(layout.DONE)
+    # A manifest is written whole or not at all; an empty one was damaged after, so the stage
+    # counts as not done and runs again.
+    return {key[len(layout.DONE) + 1 : -len(".json")] for key, size in sizes.items() if size}
 
 
 @dataclass
@@ -98,7 +121,7 @@ class Run:
         return layout.load(self.store, layout.step_record(t), layout.StepRecord)
 
     def hard(self, split: str) -> list[dict]:
-        return read_jsonl(self.store, layout.hard_split(split))
+        return layout.load_rows(self.store, layout.hard_split(split))
 
     def reward_questions(self, t: int) -> list[dict]:
         """|Q_R| hard train questions, fresh each step, deterministic from (seed, t)."""
@@ -108,5 +131,5 @@ class Run:
 
     def candidates(self, t: int, dataset: int | None = None) -> list[dict]:
         """The teacher's accepted (question, answer) pairs of step t, or those of one dataset."""
-        rows = read_jsonl(self.store, layout.candidates(t))
+        rows = layout.load_rows(self.store, layout.candidates(t))
         return rows if dataset is None else [r for r in rows if r["dataset"] == dataset]

@@ -4,11 +4,16 @@ Defaults are the paper's values (docs/design.md, "The algorithm"). Field names a
 in Kubernetes.
 """
 
+import json
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from soar.store import S3Options
+
+MAX_LIST_ITEMS = 256  # entries of a list field of the pod settings
+MAX_FREE_FORM_BYTES = 64 * 1024  # one free-form field of the pod settings, as JSON
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
 
 
@@ -17,7 +22,8 @@ class SpecError(ValueError):
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Finite numbers only: a NaN threshold would promote at every step.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Lora(Model):
@@ -61,6 +67,12 @@ class Data(Model):
     hardTest: str | None = Field(None, description="JSONL of hard test problems (evaluation).")
     questionField: str = Field("question", min_length=1, description="JSON field of the question.")
     answerField: str = Field("answer", min_length=1, description="JSON field of the answer.")
+    maxQuestionChars: int = Field(
+        8192, ge=16, le=1_000_000, description="Longest question accepted from a data file."
+    )
+    maxAnswerChars: int = Field(
+        1024, ge=1, le=100_000, description="Longest answer accepted from a data file."
+    )
     failK: int = Field(
         32, ge=1, le=1024, description="Samples per problem when building a built-in hard set."
     )
@@ -164,30 +176,58 @@ class Storage(Model):
         "after the run in the working directory.",
         pattern=r"^(file://|s3://).+",
     )
-    endpoint: str | None = Field(None, description="S3 endpoint URL (default: AWS).")
+    endpoint: str | None = Field(
+        None, max_length=2048, description="S3 endpoint URL, e.g. MinIO or Ceph (default: AWS)."
+    )
+    region: str | None = Field(None, max_length=64, description="S3 region.")
+    addressingStyle: Literal["path", "virtual"] | None = Field(
+        None, description="S3 addressing style (default: path with a custom endpoint)."
+    )
+    retrySeconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="How long stages retry an unreachable or overloaded S3 endpoint (with "
+        "exponential backoff) before failing.",
+    )
     secretRef: SecretRef | None = Field(
         None,
         description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) become the "
         "stages' environment. Credentials never appear in the manifest, status or logs.",
     )
 
+    def s3_options(self) -> S3Options:
+        """What the executors give every stage (through its environment) to reach the store."""
+        return S3Options(self.endpoint, self.region, self.addressingStyle, self.retrySeconds)
+
 
 class PodSettings(Model):
     """Pod settings for a stage's Jobs, over the operator's defaults (Kubernetes field names)."""
 
-    image: str | None = Field(None, description="Worker image.")
+    image: str | None = Field(None, max_length=512, description="Worker image.")
     resources: dict[str, Any] | None = Field(None, description="Container resources.")
     nodeSelector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(None, max_length=MAX_LIST_ITEMS)
     affinity: dict[str, Any] | None = None
-    volumes: list[dict[str, Any]] | None = None
-    volumeMounts: list[dict[str, Any]] | None = None
-    env: list[dict[str, Any]] | None = Field(None, description="Extra container env entries.")
-    serviceAccountName: str | None = None
-    imagePullSecrets: list[dict[str, Any]] | None = None
+    volumes: list[dict[str, Any]] | None = Field(None, max_length=MAX_LIST_ITEMS)
+    volumeMounts: list[dict[str, Any]] | None = Field(None, max_length=MAX_LIST_ITEMS)
+    env: list[dict[str, Any]] | None = Field(
+        None, max_length=MAX_LIST_ITEMS, description="Extra container env entries."
+    )
+    serviceAccountName: str | None = Field(None, max_length=253)
+    imagePullSecrets: list[dict[str, Any]] | None = Field(None, max_length=MAX_LIST_ITEMS)
     parallelism: int | None = Field(
         None, ge=1, description="Pods at once for the indexed student Job (default: all)."
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "PodSettings":
+        """Free-form Kubernetes fields are passed through as they are, but not without bound."""
+        for name in ("resources", "nodeSelector", "tolerations", "affinity", "volumes", "env"):
+            value = getattr(self, name)
+            if value is not None and len(json.dumps(value)) > MAX_FREE_FORM_BYTES:
+                raise ValueError(f"{name}: larger than {MAX_FREE_FORM_BYTES // 1024} KiB as JSON")
+        return self
 
 
 class Pods(Model):

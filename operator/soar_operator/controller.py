@@ -4,6 +4,7 @@ Observation reads the Jobs first and the run store second: a Job seen finished h
 written its completion manifest, so the store can never look behind the Jobs.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
@@ -14,10 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from soar.contract import Phase
+from soar.lease import Lease, LeaseHeld
 from soar.manifest import error_lines
 from soar.runstate import completed, init_store
 from soar.spec import PodSettings, SoarRun, SoarRunSpec, SpecError
-from soar.store import Store, StoreError, open_store
+from soar.store import S3Options, Store, StoreError, open_store
 from soar_operator import metrics
 from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time
 from soar_operator.kube import InvalidJob, Kube
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 # Failed decisions whose cause is a stage attempt: their message ends with its error line.
 JOB_FAILURES = ("PermanentError", "BackoffLimitExceeded")
+STORE_RETRY_SECONDS = 10.0
+LEASE_SECONDS = 300.0  # renewed at least every half of it while the run has stages to run
 PROGRESS_FIELDS = ("step", "totalSteps", "progress", "passAtK", "passAtKStep", *RECORD_FIELDS)
 
 
@@ -62,6 +66,13 @@ def parse_cluster_run(body: Mapping[str, Any], pod_defaults: PodSettings) -> Soa
     if image:
         raise InvalidRun(image)
     return run
+
+
+def operator_s3_options(run: SoarRun) -> S3Options:
+    """The run's S3 settings, retried only briefly: a reconcile pass must not block for minutes
+    (the next pass tries again and status says the store is unavailable)."""
+    options = run.spec.storage.s3_options()
+    return replace(options, retry_seconds=min(options.retry_seconds, STORE_RETRY_SECONDS))
 
 
 class Controller:
@@ -104,12 +115,13 @@ class Controller:
         namespace, name = meta["namespace"], meta["name"]
         previous = memo.get("status") or dict(body.get("status") or {})
         now = self.clock()
-        run, decision, progress = self._decide(body, jobs, memo, previous, now)
+        run, store, decision, progress = self._decide(body, jobs, memo, previous, now)
         last_failure = self._last_failure(namespace, decision.failure, previous)
         if decision.phase == Phase.FAILED and decision.reason in JOB_FAILURES and last_failure:
             detail = last_failure.split(": ", 1)[1]
             decision = replace(decision, message=f"{decision.message}: {detail}")
         if run is not None:
+            decision = self._hold_lease(store, f"{namespace}/{name}", memo, decision)
             try:
                 self._create_jobs(body, run, decision)
             except InvalidJob as err:
@@ -128,6 +140,28 @@ class Controller:
         metrics.mirror(namespace, name, status)
         return status, bool(decision.create or decision.delete or status != previous)
 
+    def _hold_lease(
+        self, store: Store, run_name: str, memo: MutableMapping[str, Any], decision: Decision
+    ) -> Decision:
+        """Only the holder of the run store's lease starts stages (a `soar run` on the same store
+        would be a second writer); a run that has ended lets the lease go."""
+        lease = Lease(store, f"soar-operator {run_name}", ttl=LEASE_SECONDS)
+        if Phase(decision.phase).terminal:
+            if memo.pop("leased", False):
+                with contextlib.suppress(LeaseHeld):
+                    lease.acquire()
+                    lease.release()
+            return decision
+        if not decision.create and not memo.get("leased"):
+            return decision  # nothing to start: no reason to take it yet
+        try:
+            lease.acquire()
+        except LeaseHeld as err:
+            memo.pop("leased", None)
+            return Decision(decision.phase, "LeaseHeld", str(err), started_at=decision.started_at)
+        memo["leased"] = True
+        return decision
+
     def _decide(
         self,
         body: Mapping[str, Any],
@@ -135,31 +169,33 @@ class Controller:
         memo: MutableMapping[str, Any],
         previous: dict[str, Any],
         now: float,
-    ) -> tuple[SoarRun | None, Decision, dict[str, Any]]:
-        """The run (None if it cannot run), the decision, and the progress fields of status."""
+    ) -> tuple[SoarRun | None, Store | None, Decision, dict[str, Any]]:
+        """The run and its store (None if it cannot run), the decision, and the progress fields
+        of status."""
         started_at = parse_time(previous.get("startTime"))
         kept = {k: previous[k] for k in PROGRESS_FIELDS if k in previous}
         try:
             run = parse_cluster_run(body, self.pod_defaults)
-            store = open_store(run.spec.storage.uri)
+            store = open_store(run.spec.storage.uri, operator_s3_options(run))
         except InvalidRun as err:
-            return None, failed("InvalidSpec", str(err), jobs, started_at), kept
+            return None, None, failed("InvalidSpec", str(err), jobs, started_at), kept
         except StoreError as err:  # a URI no store can serve
-            return None, failed("StoreError", str(err), jobs, started_at), kept
+            return None, None, failed("StoreError", str(err), jobs, started_at), kept
         try:
             frozen = self._frozen_spec(store, run, body["metadata"].get("generation"), memo)
             done = completed(store)
             progress = read_progress(store, frozen, done, previous)
         except SpecError as err:  # from init_store: the store holds another run
-            return None, failed("SpecChanged", str(err), jobs, started_at), kept
+            return None, None, failed("SpecChanged", str(err), jobs, started_at), kept
         except (StoreError, OSError) as err:
             if previous.get("phase") in (Phase.SUCCEEDED, Phase.FAILED):
                 raise  # a finished run has nothing new to say; kopf retries
             metrics.STORE_ERRORS.inc()
             phase = previous.get("phase") or Phase.PENDING
             message = f"run store unavailable, retrying: {err}"
-            return None, Decision(phase, "StoreUnavailable", message, started_at=started_at), kept
-        return run, decide(run.spec, frozen, done, jobs, now, started_at), progress
+            unavailable = Decision(phase, "StoreUnavailable", message, started_at=started_at)
+            return None, None, unavailable, kept
+        return run, store, decide(run.spec, frozen, done, jobs, now, started_at), progress
 
     def _frozen_spec(
         self, store: Store, run: SoarRun, generation: int | None, memo: MutableMapping[str, Any]

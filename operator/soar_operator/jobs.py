@@ -102,8 +102,7 @@ def job_manifest(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     env = list(pods.env or [])
-    if spec.storage.endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": spec.storage.endpoint})
+    env += [{"name": k, "value": v} for k, v in spec.storage.s3_options().env().items()]
     optional = {
         "env": env,
         "envFrom": [{"secretRef": {"name": spec.storage.secretRef.name}}]

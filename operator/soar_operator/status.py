@@ -16,7 +16,7 @@ PHASE_OF_CONDITION = {
 }
 MAX_MESSAGE = 1024
 # Reasons a user must act on while the run still goes on (a failed run always warns).
-WARNING_REASONS = {"StoreUnavailable"}
+WARNING_REASONS = {"StoreUnavailable", "LeaseHeld"}
 
 
 @dataclass(frozen=True)

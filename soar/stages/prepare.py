@@ -17,8 +17,12 @@ def prepare(run: Run, t: int, index: int | None) -> dict:
     if data.builtin == "arith":
         train, test = build_arith_hard_set(run)
     else:
-        train = read_problems(data.hardTrain, data.questionField, data.answerField)
-        test = read_problems(data.hardTest, data.questionField, data.answerField)
+        limits = {
+            "max_question_chars": data.maxQuestionChars,
+            "max_answer_chars": data.maxAnswerChars,
+        }
+        train = read_problems(data.hardTrain, data.questionField, data.answerField, **limits)
+        test = read_problems(data.hardTest, data.questionField, data.answerField, **limits)
     if not train or not test:
         raise StageError(
             f"prepare: hard set is empty (train {len(train)}, test {len(test)} problems)"

@@ -17,7 +17,7 @@ from soar.runstate import Run, StageError
 from soar.stages.evaluate import evaluate
 from soar.stages.outer_step import baseline, student, teacher_generate, teacher_update
 from soar.stages.prepare import prepare
-from soar.store import Store, read_json
+from soar.store import RecordError, Store, read_json
 
 StageFunction = Callable[[Run, int, int | None], dict]
 
@@ -37,8 +37,12 @@ def run_stage(store: Store, name: str, step: int, index: int | None) -> dict:
         raise StageError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
     stage = Stage(name, step, index)
     done = layout.done(stage.key)
+    damaged = False
     if store.exists(done):
-        return read_json(store, done)
+        try:
+            return read_json(store, done)
+        except RecordError:
+            damaged = True  # written whole, damaged since: run the stage again and replace it
     run = Run.open(store)
     torch.set_num_threads(run.spec.execution.threadsPerStage)
     torch.manual_seed(run.spec.seed)
@@ -52,5 +56,12 @@ def run_stage(store: Store, name: str, step: int, index: int | None) -> dict:
         "seconds": round(time.time() - started, 3),
         "summary": summary,
     }
-    store.create(done, json.dumps(manifest, sort_keys=True).encode())
+    data = json.dumps(manifest, sort_keys=True).encode()
+    if damaged:
+        store.write_bytes(done, data)
+    elif not store.create(done, data):
+        raise RuntimeError(
+            f"stage {stage.key}: completed by another writer while this one ran; only one "
+            "executor may drive a run (see the lease in docs/design.md)"
+        )
     return manifest

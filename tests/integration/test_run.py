@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from soar import layout
-from soar.checkpoints import COMPLETE
 from soar.planner import Stage
 from tests.support.manifests import TINY, decisions, merge, soarrun, write_manifest
 from tests.support.models import tiny_llama
@@ -46,7 +45,7 @@ def test_run_completes_with_every_output(finished_run):
     # threshold -1 and window 1: every step promotes, PQ gets one dataset per step
     assert record["promotions"] == 2 and record["baseline"] == layout.promoted_student(2)
     assert len((store / layout.PQ).read_text().splitlines()) == 2 * 4
-    assert (store / layout.teacher_checkpoint(2) / COMPLETE).exists()
+    assert (store / layout.checkpoint_manifest(layout.teacher_checkpoint(2))).exists()
     evaluations = (store / layout.evaluation(0)).parent.glob("*.json")
     assert sorted(p.relative_to(store).as_posix() for p in evaluations) == [
         layout.evaluation(t) for t in (0, 1, 2)

@@ -22,6 +22,7 @@ def store(s3_server):
 
 
 def test_dead_s3_endpoint_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("SOAR_STORE_RETRY_SECONDS", "1")
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on port 9
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")

@@ -19,6 +19,7 @@ BOTTOM_LAYER = {
     "soar.contract",
     "soar.crd",
     "soar.layout",
+    "soar.lease",
     "soar.manifest",
     "soar.planner",
     "soar.runstate",
