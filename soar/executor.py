@@ -20,7 +20,7 @@ from soar.lease import Lease
 from soar.planner import Stage, plan
 from soar.runstate import completed, init_store
 from soar.spec import SoarRun, SoarRunSpec
-from soar.store import Store, open_store, read_json
+from soar.store import Store, StoreError, open_store, read_json
 
 LOG_TAIL_LINES = 15
 
@@ -98,14 +98,23 @@ class LocalExecutor:
                 proc.wait()
 
     def _finish(self, stage: Stage, code: int, log: Path) -> None:
-        self.store.write_bytes(layout.stage_log(stage.key), log.read_bytes())
+        """Copy the stage's log into the store (kept here when the store cannot take it: a full
+        disk, say); raise ExecutorError with the stage's error line if it failed."""
+        try:
+            self.store.write_bytes(layout.stage_log(stage.key), log.read_bytes())
+        except (StoreError, OSError):
+            if code == 0:
+                raise
+            log_note = f"; its log is kept at {log}"
+        else:
+            log_note = ""
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
             errors = [line.removeprefix("error: ") for line in tail if line.startswith("error: ")]
             reason = errors[-1] if errors else None
             # A stage that says what is wrong gets one line; a crash shows its traceback.
             detail = reason or "see log below\n" + "\n".join("  | " + line for line in tail)
-            raise ExecutorError(f"stage {stage.key} failed (exit {code}): {detail}", code)
+            raise ExecutorError(f"stage {stage.key} failed (exit {code}): {detail}{log_note}", code)
         manifest = read_json(self.store, layout.done(stage.key))
         self.on_event("finished", stage, manifest)
 

@@ -278,9 +278,15 @@ def written_by(key: str) -> str | None:
 
 def how_to_recompute(key: str) -> str:
     stage = written_by(key)
-    if stage is None:
-        return "it cannot be recomputed; restore it or start a new run"
-    return f"delete {done(stage)} to run stage {stage} again"
+    if stage is not None:
+        return f"delete {done(stage)} to run stage {stage} again"
+    promoted = re.match(r"checkpoints/student/(\d+)/", key)
+    if promoted:
+        return (
+            f"it is promoted student {promoted.group(1)}, a copy of the student model of the "
+            "step whose record promoted it: restore it from there or start a new run"
+        )
+    return "it cannot be recomputed; restore it or start a new run"
 
 
 def load(store: Store, key: str, kind: type[R]) -> R:

@@ -1,0 +1,164 @@
+"""Faults around whole `soar run`s on the tiny model, with real processes, stores and files: a
+second executor, a corrupted record or checkpoint, a data path typo, a full disk, and an S3
+endpoint that only the spec names. Each is named in one line and loses nothing."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from soar import layout
+from tests.support.manifests import TINY, decisions, merge, soarrun, write_manifest
+from tests.support.runs import soar, tiny_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
+    return lines[-1]
+
+
+def copy_run(finished_run: Path, folder: Path) -> tuple[Path, Path]:
+    """A copy of the finished tiny run in `folder`: its manifest and its store."""
+    shutil.copytree(finished_run, folder / "e2e")
+    return tiny_manifest(folder), folder / "e2e"
+
+
+def test_a_second_executor_is_refused_and_the_first_is_undisturbed(finished_run, tmp_path):
+    manifest = tiny_manifest(tmp_path)
+    store = tmp_path / "e2e"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "soar", "run", str(manifest)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (store / layout.lease(1)).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = soar("run", str(manifest), cwd=tmp_path)
+    assert second.returncode == 1
+    line = error_line(second)
+    assert f"is driven by soar run (pid {first.pid}) on " in line
+    assert first.wait(timeout=900) == 0, first.stderr.read()[-2000:]
+    assert decisions(store, 2) == decisions(finished_run, 2)
+
+
+def test_a_corrupt_record_stops_the_run_and_says_how_to_recompute_it(finished_run, tmp_path):
+    manifest, store = copy_run(finished_run, tmp_path)
+    (store / layout.step_record(1)).write_bytes(b'{"step": 1, "base')
+    (store / layout.done("2/teacher-update")).unlink()  # so step 2 reads record 1 again
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: stage 2/teacher-update failed (exit 2): {store.as_uri()}/steps/1/record.json: "
+        "corrupt, not JSON (Unterminated string starting at); delete "
+        "done/1/teacher-update.json to run stage 1/teacher-update again"
+    )
+    report = soar("report", store.as_uri(), cwd=tmp_path)
+    assert report.returncode == 0
+    assert "   1  unreadable: " in report.stdout and "after step 2" in report.stdout
+    # The advice works: the run recomputes step 1's record and ends as if nothing happened.
+    (store / layout.done("1/teacher-update")).unlink()
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert decisions(store, 2) == decisions(finished_run, 2)
+
+
+def test_a_corrupt_checkpoint_is_named_and_never_loaded(finished_run, tmp_path):
+    manifest, store = copy_run(finished_run, tmp_path)
+    prefix = layout.promoted_student(2)  # the baseline that step 2's evaluation loads
+    weights = next((store / prefix).glob("*/model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (store / layout.done("2/evaluate")).unlink()
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: stage 2/evaluate failed (exit 2): checkpoint {store.as_uri()}/{prefix}: "
+        "model.safetensors does not match its size and SHA-256; it is promoted student 2, a copy "
+        "of the student model of the step whose record promoted it: restore it from there or "
+        "start a new run"
+    )
+
+
+def test_a_data_path_typo_can_be_fixed_after_prepare_failed(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"question": "12345+54321", "answer": "66666"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "23456+65432", "answer": "88888"}\n')
+    data = {"domain": "arith", "hardTrain": "trian.jsonl", "hardTest": "test.jsonl"}
+    typo = write_manifest(tmp_path, soarrun("e2e", merge(TINY, {"steps": 1}), data=data))
+    result = soar("run", str(typo), cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: stage prepare failed (exit 2): {tmp_path / 'trian.jsonl'}: no such file"
+    )
+    fixed = write_manifest(
+        tmp_path,
+        soarrun("e2e", merge(TINY, {"steps": 1}), data=data | {"hardTrain": "train.jsonl"}),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soar", "run", str(fixed)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    done = tmp_path / "e2e" / layout.done("prepare")
+    deadline = time.time() + 120
+    while not done.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert done.exists()
+    rows = (tmp_path / "e2e" / layout.hard_split("train")).read_text()
+    assert "66666" in rows
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_names_the_path_and_stage_and_leaves_no_temp_file(small_disk, tmp_path):
+    store = small_disk / "e2e"
+    manifest = tiny_manifest(tmp_path, storage={"uri": store.as_uri()})
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("error: stage ") and "No space left on device" in line
+    assert f"{store.as_uri()}: cannot write '" in line
+    stage = line.split()[2]
+    log = Path(line.rsplit("its log is kept at ", 1)[1]) if "log is kept" in line else None
+    assert log is None or (log.exists() and log.stat().st_size > 0)
+    assert (log is not None) or (store / layout.stage_log(stage)).exists()
+    assert [p for p in store.rglob(".*") if p.is_file()] == []  # no half-written temp files
+
+
+def test_the_s3_endpoint_in_the_spec_reaches_every_stage(s3_server, tmp_path):
+    bucket = f"spec-endpoint-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    storage = {"uri": f"s3://{bucket}/e2e", "endpoint": s3_server.endpoint_url}
+    manifest = tiny_manifest(tmp_path, **merge(TINY, {"steps": 1, "storage": storage}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    result = soar("run", str(manifest), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    keys = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="e2e/done/")["Contents"]
+    assert f"e2e/{layout.done('1/teacher-update')}" in {k["Key"] for k in keys}
