@@ -12,12 +12,28 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import torch
+
 from soar import layout
 from soar.models import load_model
 from soar.spec import ModelRef
 from soar.store import RecordError, Store, read_json
 
 LEGACY_MARKER = "COMPLETE"  # checkpoints written before manifests: files beside this marker
+
+
+def master_weights(base: ModelRef, lora: bool) -> ModelRef:
+    """What to load a model in for training: float32 master weights for full fine-tuning (a
+    bf16 weight loses an lr-sized update to rounding), the spec's precision under LoRA (the base
+    is frozen; peft keeps adapters in float32)."""
+    return base if lora else base.model_copy(update={"dtype": "float32"})
+
+
+def compute_dtype(base: ModelRef) -> torch.dtype:
+    """The precision forward passes run in (autocast over float32 master weights)."""
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        base.dtype
+    ]
 
 
 class CheckpointError(ValueError):

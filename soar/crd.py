@@ -20,6 +20,13 @@ CEL_RULES = [
         "message": "reward.kind learnability needs mode soar",
         "fieldPath": ".reward.kind",
     },
+    {
+        "rule": "!has(self.model) || !has(self.model.dtype) || self.model.dtype != 'float16' || "
+        "(has(self.teacher) && has(self.teacher.lora) && has(self.student) && "
+        "has(self.student.lora))",
+        "message": "model.dtype float16 needs LoRA for teacher and students; use bfloat16",
+        "fieldPath": ".model.dtype",
+    },
 ]
 DATA_RULES = [
     {

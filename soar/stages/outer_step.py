@@ -10,7 +10,8 @@ left in the run store and writes its own outputs; the runner writes its completi
                        6) promotion: if the moving average of R_hat > tau, the best dataset's
                           median student becomes the baseline and X_k joins PQ
                        7) teacher update: RLOO over the g datasets, A_k = R_k - mean_{k' != k} R_k'
-                       8) commit: the step record, then the cursor
+                       8) commit: the step record, then the cursor; the step's student
+                          weights are deleted (a promoted student was copied in step 6)
 
 Intrinsic-T (reward.kind learnability) replaces 3-4 by a learnability probe per dataset and never
 promotes; Hard-Only (mode hard-only) trains one student on the hard train split per step and
@@ -153,6 +154,9 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
         ).accuracy
     layout.save(run.store, layout.step_record(t), record)
     layout.save(run.store, layout.STATE, layout.State(step=t, promotions=record.promotions))
+    # The step's trained students are not needed any more: the promoted one was copied.
+    for i in range(student_count(spec)):
+        run.store.delete(layout.student_model(t, i))
     return {
         "teacher_reward": record.teacher_reward,
         "moving_average": record.moving_average,

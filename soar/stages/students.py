@@ -5,7 +5,13 @@ baseline (docs/design.md, "The algorithm", steps 3-5)."""
 from statistics import fmean
 
 from soar import layout
-from soar.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
+from soar.checkpoints import (
+    compute_dtype,
+    has_checkpoint,
+    load_checkpoint,
+    master_weights,
+    save_checkpoint,
+)
 from soar.grading import (
     answer_checker,
     greedy_accuracy,
@@ -16,7 +22,7 @@ from soar.grading import (
 from soar.runstate import Run, derive_seed
 from soar.sampler import TransformersSampler
 from soar.store import read_json, read_jsonl, write_json, write_jsonl
-from soar.student import make_student, train_rloo
+from soar.student import enable_gradient_checkpointing, make_student, train_rloo
 
 GRADING_BATCH = 64  # prompts per greedy generation batch
 
@@ -57,8 +63,11 @@ def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
     """Copy the baseline of step t and train it with RLOO on `questions` (their answers are the
     reference, right or wrong). Returns (model, tokenizer, per-step stats)."""
     spec = run.spec.student
-    model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, run.spec.model)
+    base = master_weights(run.spec.model, lora=spec.lora is not None)
+    model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, base)
     model = make_student(model, spec.lora.model_dump() if spec.lora else None)
+    if run.spec.training.gradientCheckpointing:
+        enable_gradient_checkpointing(model)
     with answer_checker() as check:
         stats = train_rloo(
             model,
@@ -76,6 +85,8 @@ def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
             kl_coef=spec.klCoef,
             max_grad_norm=run.spec.training.maxGradNorm,
             normalisation=run.spec.training.lossNormalisation,
+            micro_batch=run.spec.training.microBatch,
+            compute_dtype=compute_dtype(run.spec.model),
             seed=derive_seed(run.spec.seed, "student", t, index),
         )
     return model, tokenizer, stats

@@ -2,13 +2,13 @@
 over the datasets' rewards (docs/design.md, "The algorithm", steps 1 and 6)."""
 
 from soar import layout
-from soar.checkpoints import load_checkpoint, save_checkpoint
+from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, save_checkpoint
 from soar.evaluation import embed_questions, vendi_score
 from soar.grading import answer_checker
 from soar.prompts import parse_teacher_output
 from soar.runstate import Run, StageError, derive_seed
 from soar.sampler import TransformersSampler
-from soar.student import make_student
+from soar.student import enable_gradient_checkpointing, make_student
 from soar.teacher import (
     cosine_lr,
     dataset_advantages,
@@ -20,14 +20,14 @@ from soar.teacher import (
 
 
 def load_teacher(run: Run, t: int, trainable: bool = False):
-    """The teacher after step t (t = 0: the base model, with fresh LoRA adapters if configured)."""
+    """The teacher after step t (t = 0: the base model, with fresh LoRA adapters if configured);
+    to train, in master weights (see checkpoints.master_weights)."""
+    lora = run.spec.teacher.lora
+    base = master_weights(run.spec.model, lora=lora is not None) if trainable else run.spec.model
     if t == 0:
-        model, tokenizer = load_checkpoint(run.store, None, run.spec.model)
-        lora = run.spec.teacher.lora
+        model, tokenizer = load_checkpoint(run.store, None, base)
         return make_student(model, lora.model_dump() if lora else None), tokenizer
-    return load_checkpoint(
-        run.store, layout.teacher_checkpoint(t), run.spec.model, trainable=trainable
-    )
+    return load_checkpoint(run.store, layout.teacher_checkpoint(t), base, trainable=trainable)
 
 
 def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
@@ -83,6 +83,8 @@ def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
     rollouts; saves teacher checkpoint t with its optimizer state, keeps the last few."""
     spec = run.spec.teacher
     policy, tokenizer = load_teacher(run, t - 1, trainable=True)
+    if run.spec.training.gradientCheckpointing:
+        enable_gradient_checkpointing(policy)
     ref = None
     if spec.klCoef > 0:
         ref, _ = load_checkpoint(run.store, None, run.spec.model)
@@ -106,6 +108,8 @@ def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
         normalisation=run.spec.training.lossNormalisation,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         temperature=spec.temperature,
+        micro_batch=run.spec.training.microBatch,
+        compute_dtype=compute_dtype(run.spec.model),
     )
     save_checkpoint(run.store, layout.teacher_checkpoint(t), policy, tokenizer)
     run.store.write_bytes(layout.teacher_optimizer(t), optimizer_bytes(optimizer))

@@ -27,6 +27,11 @@ def test_run_completes_with_every_output(finished_run):
     assert record["promotions"] == 2 and record["baseline"] == layout.promoted_student(2)
     assert len((store / layout.PQ).read_text().splitlines()) == 2 * 4
     assert (store / layout.checkpoint_manifest(layout.teacher_checkpoint(2))).exists()
+    # Bounded storage: no step keeps its students' weights once committed.
+    kept = [
+        (t, i) for t in (1, 2) for i in range(4) if (store / layout.student_model(t, i)).exists()
+    ]
+    assert kept == []
     evaluations = (store / layout.evaluation(0)).parent.glob("*.json")
     assert sorted(p.relative_to(store).as_posix() for p in evaluations) == [
         layout.evaluation(t) for t in (0, 1, 2)
@@ -93,7 +98,7 @@ def small_run(tmp_path: Path, **spec) -> Path:
 def test_lora_teacher_and_students(tmp_path):
     store = small_run(tmp_path, teacher={"lora": {"rank": 4}}, student={"lora": {"rank": 4}})
     assert "adapter_config.json" in checkpoint_files(store, layout.teacher_checkpoint(1))
-    assert "adapter_config.json" in checkpoint_files(store, layout.student_model(1, 0))
+    assert not (store / layout.student_model(1, 0)).exists()  # deleted once step 1 committed
     # the promoted LoRA student was merged into full weights: the next steps start from it
     promoted = checkpoint_files(store, layout.promoted_student(1))
     assert "model.safetensors" in promoted and "adapter_config.json" not in promoted

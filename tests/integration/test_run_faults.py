@@ -162,3 +162,68 @@ def test_the_s3_endpoint_in_the_spec_reaches_every_stage(s3_server, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     keys = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="e2e/done/")["Contents"]
     assert f"e2e/{layout.done('1/teacher-update')}" in {k["Key"] for k in keys}
+
+
+def test_an_emptied_completion_manifest_reruns_its_stage(finished_run, tmp_path):
+    manifest, store = copy_run(finished_run, tmp_path)
+    (store / layout.done("2/evaluate")).write_bytes(b"")
+    (store / layout.evaluation(2)).unlink()
+    result = soar("run", str(manifest), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "step 2/2 evaluate" in result.stdout
+    assert decisions(store, 2) == decisions(finished_run, 2)
+
+
+def s3_decisions(client, bucket: str, prefix: str, steps: int) -> dict[str, str]:
+    """`decisions` of a run whose store is s3://bucket/prefix."""
+    keys = [layout.step_record(t) for t in range(1, steps + 1)]
+    keys += [layout.evaluation(t) for t in range(steps + 1)] + [layout.PQ]
+    found = {}
+    for key in keys:
+        try:
+            body = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"]
+        except client.exceptions.NoSuchKey:
+            continue
+        found[key] = body.read().decode()
+    return found
+
+
+def test_an_s3_outage_longer_than_the_retry_window_fails_and_resumes(
+    finished_run, s3_server, tmp_path
+):
+    from tests.support.proxy import CuttableProxy
+
+    endpoint = s3_server.endpoint_url.rsplit(":", 1)
+    proxy = CuttableProxy(("127.0.0.1", int(endpoint[1])))
+    client = s3_server.client()
+    bucket = f"outage-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    storage = {"uri": f"s3://{bucket}/e2e", "endpoint": proxy.url, "retrySeconds": 5}
+    manifest = tiny_manifest(tmp_path, storage=storage)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "soar", "run", str(manifest)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    marker = f"e2e/{layout.done('1/baseline')}"
+    deadline = time.time() + 600
+    while run.poll() is None and time.time() < deadline:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=marker).get("Contents", [])
+        if listed:
+            break
+        time.sleep(0.5)
+    proxy.cut()  # away for longer than retrySeconds
+    try:
+        assert run.wait(timeout=300) != 0
+    finally:
+        proxy.restore()
+    last = run.stderr.read().strip().splitlines()[-1]
+    assert last.startswith("error: ") and "still failing after 5 s of retries" in last
+    result = soar("run", str(manifest), cwd=tmp_path, env=env)
+    proxy.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert s3_decisions(client, bucket, "e2e", 2) == decisions(finished_run, 2)

@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM
 from trl import RLOOConfig, RLOOTrainer
 
 from soar.rloo import rloo_advantages
-from soar.student import batch_loss, make_student
+from soar.student import make_student, rloo_backward
 from tests.support.models import tiny_llama
 
 GROUP = 4
@@ -85,10 +85,11 @@ def trl_step(trainer, tokenizer):
     return scored["advantages"], loss, trainer.model
 
 
-def our_step(model, ref, tokenizer, beta):
-    """The student loop's loss for the batch, in TRL's convention."""
+def our_step(model, ref, tokenizer, beta, micro_batch=8):
+    """The student loop's gradients for the batch, in TRL's convention; (advantages, loss value
+    as a tensor, model with its gradients)."""
     prompt_ids, completion_ids = batch_ids(tokenizer)
-    loss, advantages, _ = batch_loss(
+    advantages, stats = rloo_backward(
         model,
         ref,
         prompt_ids,
@@ -99,9 +100,9 @@ def our_step(model, ref, tokenizer, beta):
         kl_coef=beta,
         kl_penalty="reward",
         normalisation="sequence",
+        micro_batch=micro_batch,
     )
-    loss.backward()
-    return advantages, loss, model
+    return advantages, torch.tensor(stats["loss"]), model
 
 
 def assert_same_gradients(ours, theirs):
@@ -122,7 +123,7 @@ def test_full_finetuning_matches_trl(beta, tmp_path):
     their_adv, their_loss, theirs = trl_step(
         trl_trainer(model, tokenizer, beta, tmp_path), tokenizer
     )
-    our_adv, our_loss, ours = our_step(ours, ref, tokenizer, beta)
+    our_adv, our_loss, ours = our_step(ours, ref, tokenizer, beta, micro_batch=3)
     torch.testing.assert_close(our_adv, their_adv, atol=1e-5, rtol=1e-5)
     if beta == 0.0:  # the raw rewards' leave-one-out advantages, by hand for the first group
         torch.testing.assert_close(our_adv[:4], torch.tensor([-36.6667, 110.0, -50.0, -23.3333]))
