@@ -86,7 +86,7 @@ def sampled_correct(
 ) -> list[list[bool]]:
     """[Q, n]: whether each of n samples per question ({"question", "answer"}) is correct."""
     groups = sampler.generate(
-        [domain.student_prompt(q["question"]) for q in questions],
+        [domain.student_prompt(q["question"], sampler.tokenizer) for q in questions],
         n=n,
         temperature=temperature,
         max_new_tokens=max_new_tokens,

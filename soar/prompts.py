@@ -31,14 +31,41 @@ ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 @dataclass(frozen=True)
 class Domain:
-    """What changes between problem domains: the teacher's prompt and how a student is asked."""
+    """What changes between problem domains: the teacher's prompt and how a student is asked.
+
+    Prompts are rendered for a tokenizer: an instruct model's chat template (a user turn, then
+    the assistant's turn opened, with BOS and special tokens where the template puts them), or
+    the plain `... User: <question> Assistant:` format for models without one (the tiny model).
+    """
 
     name: str
-    teacher_prompt: str
+    teacher_prompt: str  # the request, as text
     student_preamble: str
 
-    def student_prompt(self, question: str) -> str:
-        return f"{self.student_preamble}User: {question} Assistant:"
+    def teacher_input(self, tokenizer) -> str:
+        return chat_prompt(tokenizer, self.teacher_prompt) or self.teacher_prompt
+
+    def student_prompt(self, question: str, tokenizer=None) -> str:
+        """The prompt for `tokenizer`'s model; without one, the plain format (what the tiny
+        model is trained on)."""
+        chat = chat_prompt(tokenizer, self.student_preamble + question)
+        return chat or f"{self.student_preamble}User: {question} Assistant:"
+
+
+def chat_prompt(tokenizer, text: str) -> str | None:
+    """`text` as a user turn in the tokenizer's chat template, ready for the assistant's reply;
+    None when there is no tokenizer or it has no template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompts: special tokens are already in the text (a chat template's
+    BOS and turn markers), so none are added. Sampling and the losses both encode with this, so
+    the log-probs are recomputed on exactly the ids that were sampled."""
+    return tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
 
 
 MATH = Domain("math", MATH_TEACHER_PROMPT, MATH_STUDENT_PREAMBLE)

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import torch
 
+from soar.prompts import encode_prompts
+
 
 @dataclass
 class Sample:
@@ -18,6 +20,8 @@ class Sample:
 
 
 class Sampler(Protocol):
+    tokenizer: object  # prompts are rendered for it (chat template) and encoded with it
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -54,7 +58,7 @@ class TransformersSampler:
         seed: int = 0,
     ) -> list[list[Sample]]:
         flat = [p for p in prompts for _ in range(n)]
-        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        ids = encode_prompts(self.tokenizer, flat)
         generator = torch.Generator().manual_seed(seed)
         was_training = self.model.training
         self.model.eval()

@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import get_cosine_schedule_with_warmup
 
-from soar.prompts import Domain
+from soar.prompts import Domain, encode_prompts
 from soar.rloo import (
     Normalisation,
     accumulate_gradients,
@@ -211,7 +211,7 @@ def train_rloo(
     for step in range(steps):
         start = time.perf_counter()
         batch = step_batch(questions, order, step, batch_questions)
-        prompts = [domain.student_prompt(q["question"]) for q in batch]
+        prompts = [domain.student_prompt(q["question"], tokenizer) for q in batch]
         with autocast(policy, compute_dtype):
             groups = sampler.generate(
                 prompts,
@@ -226,7 +226,7 @@ def train_rloo(
             reward_fn([s.text for s in samples], references), dtype=torch.float32
         )
 
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        prompt_ids = encode_prompts(tokenizer, prompts)
         optimizer.zero_grad(set_to_none=True)
         _, loss_stats = rloo_backward(
             policy,

@@ -23,6 +23,7 @@ from statistics import fmean
 from soar import layout
 from soar.planner import student_count
 from soar.promotion import dataset_rewards, decide_promotion
+from soar.prompts import encode_prompts
 from soar.runstate import Run, StageError
 from soar.stages import students, teacher
 from soar.store import write_jsonl
@@ -42,7 +43,7 @@ def teacher_generate(run: Run, t: int, index: int | None) -> dict:
         accepted=len(pairs),
         acceptance=len(pairs) / attempts,
         vendi=teacher.question_diversity([pair["question"] for pair in pairs]),
-        prompt_ids=tokenizer(run.domain.teacher_prompt, add_special_tokens=False)["input_ids"],
+        prompt_ids=encode_prompts(tokenizer, [run.domain.teacher_input(tokenizer)])[0],
     )
     layout.save(run.store, layout.generation(t), generation)
     return {k: v for k, v in generation.to_json().items() if k != "prompt_ids"}

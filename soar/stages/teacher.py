@@ -44,7 +44,7 @@ def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
             if missing <= 0:
                 break
             samples = sampler.generate(
-                [run.domain.teacher_prompt],
+                [run.domain.teacher_input(tokenizer)],
                 n=missing,
                 temperature=spec.teacher.temperature,
                 max_new_tokens=spec.teacher.maxNewTokens,

@@ -19,6 +19,8 @@ class ScriptedSampler:
     call so that tests can check what the builder asked for.
     """
 
+    tokenizer = None  # no chat template: prompts in the plain format
+
     def __init__(self, solvable: dict[str, str]):
         self.solvable = solvable
         self.calls: list[dict] = []
