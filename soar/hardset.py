@@ -82,14 +82,16 @@ def read_problems(
     *,
     max_question_chars: int = 8192,
     max_answer_chars: int = 1024,
+    on_invalid_row: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Problems from a JSONL file (gzipped if it ends in .gz) as {"id", "question", "answer"}.
 
     A row without an id gets "<file name>:<line>". A missing, truncated, non-gzip or non-UTF-8
     file, a malformed row, or a question or answer over its cap raises DataError naming the file
-    and line. A line is read at most up to what the caps allow, so one huge line costs no more.
+    and line; with `on_invalid_row`, a malformed row is passed to it as that message and skipped
+    instead. A line is read at most up to what the caps allow, so one huge line costs no more.
     """
-    limits = {question_field: max_question_chars, answer_field: max_answer_chars}
+    fields = ((question_field, max_question_chars), (answer_field, max_answer_chars), id_field)
     max_line = 4 * (max_question_chars + max_answer_chars) + 65536  # UTF-8 bytes, other fields
     problems: list[dict] = []
     first_line_of: dict[str, int] = {}
@@ -102,20 +104,19 @@ def read_problems(
                 if len(raw) > max_line:
                     raise DataError(f"{where}: line longer than {max_line} bytes")
                 try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
-                if not line.strip():
+                    problem = _problem_from_row(raw, where, f"{Path(path).name}:{number}", fields)
+                    if problem and problem["id"] in first_line_of:
+                        first = first_line_of[problem["id"]]
+                        duplicate = f"duplicate id {problem['id']!r} (first on line {first})"
+                        raise DataError(f"{where}: {duplicate}")
+                except DataError as err:
+                    if on_invalid_row is None:
+                        raise
+                    on_invalid_row(str(err))
                     continue
-                fields = (question_field, answer_field, id_field)
-                name = f"{Path(path).name}:{number}"
-                problem = _problem_from_line(line, where, fields, name, limits)
-                if problem["id"] in first_line_of:
-                    first = first_line_of[problem["id"]]
-                    duplicate = f"duplicate id {problem['id']!r} (first on line {first})"
-                    raise DataError(f"{where}: {duplicate}")
-                first_line_of[problem["id"]] = number
-                problems.append(problem)
+                if problem:
+                    first_line_of[problem["id"]] = number
+                    problems.append(problem)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -133,18 +134,26 @@ def _open_binary(path: str | Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _problem_from_line(
-    line: str, where: str, fields: tuple[str, str, str], default_id: str, limits: dict[str, int]
-) -> dict:
+def _problem_from_row(
+    raw: bytes, where: str, default_id: str, fields: tuple[tuple[str, int], tuple[str, int], str]
+) -> dict | None:
+    """One row as {"id", "question", "answer"}; None for a blank line. `fields`: the question
+    and answer field names with their length caps, and the id field name."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
+    if not line.strip():
+        return None
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    question_field, answer_field, id_field = fields
-    question = _text_field(row, question_field, where, limits[question_field])
-    answer = _text_field(row, answer_field, where, limits[answer_field])
+    (question_field, max_question), (answer_field, max_answer), id_field = fields
+    question = _text_field(row, question_field, where, max_question)
+    answer = _text_field(row, answer_field, where, max_answer)
     return {"id": str(row.get(id_field, default_id)), "question": question, "answer": answer}
 
 

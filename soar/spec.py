@@ -70,6 +70,11 @@ class Data(Model):
     hardTest: str | None = Field(None, description="JSONL of hard test problems (evaluation).")
     questionField: str = Field("question", min_length=1, description="JSON field of the question.")
     answerField: str = Field("answer", min_length=1, description="JSON field of the answer.")
+    skipInvalidRows: bool = Field(
+        False,
+        description="Drop malformed rows of hardTrain/hardTest (counted in the prepare stage's "
+        "summary) instead of failing on the first one.",
+    )
     maxQuestionChars: int = Field(
         8192, ge=16, le=1_000_000, description="Longest question accepted from a data file."
     )

@@ -14,22 +14,29 @@ from soar.store import write_jsonl
 def prepare(run: Run, t: int, index: int | None) -> dict:
     """Copy the user's hard splits, or build the built-in arithmetic one by fail@k."""
     data = run.spec.data
+    skipped: list[str] = []
     if data.builtin == "arith":
         train, test = build_arith_hard_set(run)
     else:
-        limits = {
+        options = {
+            "question_field": data.questionField,
+            "answer_field": data.answerField,
             "max_question_chars": data.maxQuestionChars,
             "max_answer_chars": data.maxAnswerChars,
+            "on_invalid_row": skipped.append if data.skipInvalidRows else None,
         }
-        train = read_problems(data.hardTrain, data.questionField, data.answerField, **limits)
-        test = read_problems(data.hardTest, data.questionField, data.answerField, **limits)
+        train = read_problems(data.hardTrain, **options)
+        test = read_problems(data.hardTest, **options)
     if not train or not test:
         raise StageError(
             f"prepare: hard set is empty (train {len(train)}, test {len(test)} problems)"
         )
+    for message in skipped:
+        print(f"skipped: {message}", flush=True)  # into the stage's log
     write_jsonl(run.store, layout.hard_split("train"), train)
     write_jsonl(run.store, layout.hard_split("test"), test)
-    return {"hard_train": len(train), "hard_test": len(test)}
+    summary = {"hard_train": len(train), "hard_test": len(test)}
+    return summary | ({"skipped_rows": len(skipped)} if skipped else {})
 
 
 def build_arith_hard_set(run: Run) -> tuple[list[dict], list[dict]]:

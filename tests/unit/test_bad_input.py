@@ -172,3 +172,16 @@ def test_rows_within_caps_are_read(tmp_path):
     path.write_bytes(gzip.compress(rows(3).encode()))
     problems = read_problems(path, max_question_chars=4, max_answer_chars=1)
     assert [p["answer"] for p in problems] == ["1", "2", "3"]
+
+
+def test_invalid_rows_can_be_skipped_and_are_reported(tmp_path):
+    path = tmp_path / "hard.jsonl"
+    bad = json.dumps({"problem": "no answer", "answer": None})
+    path.write_text(rows(2) + bad + "\n" + "{oops\n" + rows(1).replace("0+1?", "9+1?"))
+    skipped: list[str] = []
+    problems = read_problems(path, on_invalid_row=skipped.append)
+    assert [p["answer"] for p in problems] == ["1", "2", "1"]
+    assert skipped == [
+        f"{path}:3: missing field 'question' (fields: problem, answer)",
+        f"{path}:4: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+    ]
