@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from soar.spec import PodSettings
+from soar.spec_execution import PodSettings
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from soar.contract import Phase
 from soar.lease import Lease, LeaseHeld
 from soar.manifest import error_lines
 from soar.runstate import completed, init_store
-from soar.spec import PodSettings, SoarRun, SoarRunSpec, SpecError
+from soar.spec import SoarRun, SoarRunSpec, SpecError
+from soar.spec_execution import PodSettings
 from soar.store import S3Options, Store, StoreError, open_store
 from soar_operator import metrics
 from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time

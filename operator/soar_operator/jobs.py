@@ -22,7 +22,8 @@ from soar.contract import (
     QUEUE_LABEL,
 )
 from soar.planner import Stage, student_count
-from soar.spec import PodSettings, SoarRun
+from soar.spec import SoarRun
+from soar.spec_execution import PodSettings
 
 MAX_NAME = 63  # Job names become pod label values
 CONTAINER = "stage"

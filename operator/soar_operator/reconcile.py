@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from soar.contract import Phase
 from soar.planner import committed_step, is_complete, plan
-from soar.spec import Retries, SoarRunSpec
+from soar.spec import SoarRunSpec
+from soar.spec_execution import Retries
 from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
 
 # A Job can report success a moment before a shared filesystem shows the manifest it wrote.

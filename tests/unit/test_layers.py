@@ -24,6 +24,8 @@ BOTTOM_LAYER = {
     "soar.planner",
     "soar.runstate",
     "soar.spec",
+    "soar.spec_base",
+    "soar.spec_execution",
     "soar.store",
 }
 FORBIDDEN_IN_OPERATOR = ("torch", "transformers", "soar.executor", "soar.stages")

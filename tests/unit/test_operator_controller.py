@@ -8,7 +8,7 @@ import pytest
 from soar import layout
 from soar.manifest import parse_run
 from soar.runstate import frozen_spec
-from soar.spec import PodSettings
+from soar.spec_execution import PodSettings
 from soar.store import StoreError
 from soar_operator import controller as controller_module
 from soar_operator.controller import Controller

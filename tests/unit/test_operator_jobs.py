@@ -14,7 +14,7 @@ from soar.contract import (
     QUEUE_LABEL,
 )
 from soar.planner import Stage
-from soar.spec import PodSettings
+from soar.spec_execution import PodSettings
 from soar_operator.jobs import JobView, job_manifest, job_name, job_view, missing_image
 from tests.support.manifests import MINIMAL, parsed
 

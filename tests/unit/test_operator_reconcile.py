@@ -6,7 +6,7 @@ import random
 import pytest
 
 from soar.planner import Stage, plan
-from soar.spec import Retries
+from soar.spec_execution import Retries
 from soar_operator.jobs import ACTIVE, FAILED, SUCCEEDED, JobView
 from soar_operator.reconcile import (
     MANIFEST_GRACE_SECONDS,
