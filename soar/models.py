@@ -43,7 +43,8 @@ from transformers import (
 )
 
 from soar import tinymodel
-from soar.store import S3Options, open_store
+from soar.store import open_store
+from soar.store_s3 import S3Options
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from soar.spec_base import Model
-from soar.store import S3Options
+from soar.store_s3 import S3Options
 
 MAX_LIST_ITEMS = 256  # entries of a list field of the pod settings
 MAX_FREE_FORM_BYTES = 64 * 1024  # one free-form field of the pod settings, as JSON

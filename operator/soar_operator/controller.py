@@ -20,7 +20,8 @@ from soar.manifest import error_lines
 from soar.runstate import completed, init_store
 from soar.spec import SoarRun, SoarRunSpec, SpecError
 from soar.spec_execution import PodSettings
-from soar.store import S3Options, Store, StoreError, open_store
+from soar.store import Store, StoreError, open_store
+from soar.store_s3 import S3Options
 from soar_operator import metrics
 from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time
 from soar_operator.kube import InvalidJob, Kube

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 import pytest
 
 from soar import layout
-from soar.store import S3Options, StoreError, open_store
+from soar.store import StoreError, open_store
+from soar.store_s3 import S3Options
 from tests.support.proxy import CuttableProxy
 
 

@@ -27,6 +27,8 @@ BOTTOM_LAYER = {
     "soar.spec_base",
     "soar.spec_execution",
     "soar.store",
+    "soar.store_s3",
+    "soar.store_errors",
 }
 FORBIDDEN_IN_OPERATOR = ("torch", "transformers", "soar.executor", "soar.stages")
 STORE_KEY = re.compile(r"^(steps|eval|done|checkpoints|data|pq|baseline-cache|logs)/")
