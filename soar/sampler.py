@@ -90,8 +90,12 @@ class TransformersSampler:
         logprobs = torch.zeros((batch, max_new_tokens))
         lengths = torch.full((batch,), max_new_tokens, dtype=torch.long)
         finished = torch.zeros(batch, dtype=torch.bool)
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True
+        out = self.model(  # logits of the last position only: [batch, prompt, vocab] is GBs
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
         )
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float().cpu()

@@ -157,7 +157,10 @@ class Evaluation(Model):
         description="k values of pass@k.",
     )
     maxProblems: int | None = Field(
-        None, ge=1, description="Evaluate on at most this many hard test problems."
+        None,
+        ge=1,
+        description="Evaluate on at most this many problems of each hard split (pass@k on the "
+        "test split, greedy accuracy on the train split).",
     )
 
 

@@ -44,12 +44,14 @@ def evaluate(run: Run, t: int, index: int | None) -> dict:
 
 
 def train_accuracy(run: Run, student: str | None) -> float:
-    """Greedy accuracy of a student on the whole hard train split, computed once per student."""
+    """Greedy accuracy of a student on the hard train split (its first evaluation.maxProblems),
+    computed once per student."""
     key = layout.train_accuracy(student)
     if run.store.exists(key):
         return read_json(run.store, key)["accuracy"]
     model, tokenizer = load_checkpoint(run.store, student, run.spec.model)
-    accuracy = accuracy_on(run, model, tokenizer, run.hard("train"))
+    problems = run.hard("train")[: run.spec.evaluation.maxProblems]
+    accuracy = accuracy_on(run, model, tokenizer, problems)
     write_json(run.store, key, {"student": student, "accuracy": accuracy})
     return accuracy
 
