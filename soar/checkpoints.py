@@ -92,9 +92,9 @@ def load_checkpoint(store: Store, prefix: str | None, base: ModelRef, trainable:
                 model, tokenizer = load_checkpoint(store, base_file.read_text() or None, base)
                 return PeftModel.from_pretrained(model, tmp, is_trainable=trainable), tokenizer
             return load_model(tmp, dtype=base.dtype)
+        except CheckpointError:
+            raise  # the base of an adapter is broken: its own message says which
         except (OSError, ValueError, RuntimeError) as err:
-            if isinstance(err, CheckpointError):
-                raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise _broken(store, prefix, f"cannot be loaded: {first}") from None
 

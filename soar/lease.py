@@ -9,14 +9,13 @@ or belongs to a process on this host that is no longer alive (so a killed `soar 
 resumed at once). A holder that finds a newer generation has lost the lease and must stop.
 """
 
-import json
 import os
 import socket
 import time
 from dataclasses import dataclass
 
 from soar import layout
-from soar.store import RecordError, Store, StoreError, read_json, write_json
+from soar.store import RecordError, Store, StoreError, create_json, read_json, write_json
 
 
 class LeaseHeld(RuntimeError):
@@ -70,7 +69,7 @@ class Lease:
                 f"{left:.0f} s unless renewed); only one executor may drive a run"
             )
         taken = this_process(self.owner, self.ttl, now)
-        if not self.store.create(layout.lease(current + 1), _encode(taken)):
+        if not create_json(self.store, layout.lease(current + 1), taken.to_json()):
             _, winner = self._newest()
             who = winner.owner if winner else "another executor"
             raise LeaseHeld(f"{self.store.uri}: {who} took the lease at the same moment")
@@ -123,7 +122,3 @@ class Lease:
         except PermissionError:
             return True
         return True
-
-
-def _encode(holder: Holder) -> bytes:
-    return json.dumps(holder.to_json(), indent=1, sort_keys=True).encode()

@@ -84,6 +84,12 @@ def sequence_kl(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
     return ((logprobs - ref_logprobs) * mask).sum(-1).detach()
 
 
+def k3(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1, >= 0."""
+    delta = ref_logprobs - logprobs
+    return (delta.exp() - delta - 1) * mask
+
+
 def rloo_loss(
     logprobs: Tensor,
     ref_logprobs: Tensor | None,
@@ -110,10 +116,9 @@ def rloo_loss(
     stats = {"pg_loss": pg_loss.item()}
     loss = pg_loss
     if ref_logprobs is not None:
-        delta = ref_logprobs - logprobs
-        k3 = (delta.exp() - delta - 1) * mask
-        kl = k3.sum(-1).mean() if normalisation == "sequence" else k3.sum() / tokens
-        stats["kl"] = (k3.sum() / tokens).item()
+        per_token = k3(logprobs, ref_logprobs, mask)
+        kl = per_token.sum(-1).mean() if normalisation == "sequence" else per_token.sum() / tokens
+        stats["kl"] = (per_token.sum() / tokens).item()
         loss = loss + kl_coef * kl
     elif kl_coef != 0:
         raise ValueError("kl_coef is non-zero but no reference log-probs were given")

@@ -5,7 +5,6 @@ this module (docs/design.md, "Layers").
 """
 
 import hashlib
-import json
 import random
 import uuid
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 from soar import layout
 from soar.prompts import Domain
 from soar.spec import SoarRun, SoarRunSpec, SpecError
-from soar.store import Store, read_json
+from soar.store import Store, create_json, read_json, write_json
 
 # How a run executes, not what it computes: a resumed run may change these.
 OPERATIONAL_FIELDS = {"execution", "suspend", "storage", "pods", "retries", "activeDeadlineSeconds"}
@@ -47,7 +46,7 @@ def init_store(store: Store, run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
     in a data path is fixed by editing the manifest), and run.json follows it."""
     spec = frozen_spec(run, manifest_dir)
     doc = {"name": run.metadata.name, "uid": str(uuid.uuid4()), "spec": spec.model_dump()}
-    if store.create(layout.RUN, json.dumps(doc, indent=1, sort_keys=True).encode()):
+    if create_json(store, layout.RUN, doc):
         return spec
     stored_doc = read_json(store, layout.RUN)
     stored = SoarRunSpec.model_validate(stored_doc["spec"])
@@ -62,7 +61,7 @@ def init_store(store: Store, run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
         )
     if stored.data != spec.data:
         stored_doc["spec"]["data"] = spec.data.model_dump()
-        store.write_bytes(layout.RUN, json.dumps(stored_doc, indent=1, sort_keys=True).encode())
+        write_json(store, layout.RUN, stored_doc)
         stored = stored.model_copy(update={"data": spec.data})
     return stored
 

@@ -154,6 +154,11 @@ def write_json(store: Store, key: str, value: Any) -> None:
     store.write_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode())
 
 
+def create_json(store: Store, key: str, value: Any) -> bool:
+    """write_json, only if the key does not exist yet (Store.create); False if it did."""
+    return store.create(key, json.dumps(value, indent=1, sort_keys=True).encode())
+
+
 def read_jsonl(store: Store, key: str) -> list[dict]:
     """The rows of a JSONL file; KeyError if absent, RecordError naming key and line if corrupt."""
     rows = []

@@ -21,6 +21,7 @@ from soar.rloo import (
     accumulate_gradients,
     autocast,
     completion_logprobs,
+    k3,
     reference_logprobs,
     rloo_advantages,
     sequence_kl,
@@ -106,8 +107,7 @@ def kl_penalised_rewards(
             ref_logprobs = reference_logprobs(policy, ref, *chunk)
         ref_logprobs = ref_logprobs.to(logprobs.device)
         kls.append(sequence_kl(logprobs, ref_logprobs, mask).cpu())
-        delta = ref_logprobs - logprobs
-        k3_sum += ((delta.exp() - delta - 1) * mask).sum().item()
+        k3_sum += k3(logprobs, ref_logprobs, mask).sum().item()
     tokens = max(1, sum(len(c) for c in completion_ids))
     return rewards - kl_coef * torch.cat(kls).view_as(rewards), k3_sum / tokens
 
