@@ -27,6 +27,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from soar.executor import LocalExecutor, open_run
+    from soar.planner import total_steps
     from soar.report import summary
 
     run = load_run(args.manifest)
@@ -35,7 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest_dir = Path(args.manifest).resolve().parent
     store, spec, lease = open_run(run, manifest_dir, Path.cwd(), wait=args.wait)
     parallelism = args.parallelism or spec.execution.parallelism
-    print(f"SoarRun {run.metadata.name}: {spec.steps} steps, store {store.uri}", flush=True)
+    total = total_steps(spec)
+    print(f"SoarRun {run.metadata.name}: {total} steps, store {store.uri}", flush=True)
     started = time.time()
 
     def on_event(kind: str, stage, manifest: dict) -> None:
@@ -45,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in info.items())
         elapsed = time.time() - started
         print(
-            f"[{elapsed:7.1f}s] step {stage.step}/{spec.steps} {stage.key.split('/')[-1]:<18} "
+            f"[{elapsed:7.1f}s] step {stage.step}/{total} {stage.key.split('/')[-1]:<18} "
             f"{manifest['seconds']:6.1f}s  {shown}",
             flush=True,
         )

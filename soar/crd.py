@@ -27,6 +27,12 @@ CEL_RULES = [
         "message": "model.dtype float16 needs LoRA for teacher and students; use bfloat16",
         "fieldPath": ".model.dtype",
     },
+    {
+        "rule": "(has(self.mode) && self.mode == 'evaluate-questions') == "
+        "(has(self.freshStudent) && has(self.freshStudent.questions))",
+        "message": "freshStudent.questions is set exactly when mode is evaluate-questions",
+        "fieldPath": ".freshStudent.questions",
+    },
 ]
 DATA_RULES = [
     {

@@ -15,6 +15,10 @@ checkpoints/teacher/<t>/      teacher weights (MANIFEST.json + <version>/), + <t
 checkpoints/student/<p>/      promoted students
 pq.jsonl, pq/<t>.jsonl        promotion questions
 eval/<t>.json, ps.json        evaluations, the chosen promoted student
+data/questions.jsonl          a fresh student's synthetic questions (mode evaluate-questions)
+fresh/<t>.json                a fresh student's train stage t: its RLOO steps' statistics
+checkpoints/fresh/<t>/        the fresh student after train stage t, + <t>-state.pt
+result.json                   a fresh student's protocol result (chosen step, averaged pass@k)
 baseline-cache/, eval/train-accuracy/   per-student caches
 done/<stage key>.json         completion manifests, written last by each stage
 state.json, logs/             cursor and stage logs
@@ -37,6 +41,8 @@ PQ = "pq.jsonl"
 PQ_PARTS = "pq"
 PS = "ps.json"
 LEASES = "lease"
+QUESTIONS = "data/questions.jsonl"
+PROTOCOL_RESULT = "result.json"
 
 
 def hard_split(split: str) -> str:
@@ -101,6 +107,21 @@ def checkpoint_manifest(prefix: str) -> str:
 def checkpoint_files(prefix: str, version: str) -> str:
     """One write of a checkpoint; only the folder its manifest names is ever loaded."""
     return f"{prefix}/{version}"
+
+
+def fresh_segment(t: int) -> str:
+    """A TrainSegment record: train stage t of a fresh student."""
+    return f"fresh/{t}.json"
+
+
+def fresh_checkpoint(t: int) -> str:
+    """A checkpoint prefix: the fresh student after train stage t."""
+    return f"checkpoints/fresh/{t}"
+
+
+def fresh_training_state(t: int) -> str:
+    """Optimizer and learning-rate schedule after train stage t (torch.save bytes)."""
+    return f"checkpoints/fresh/{t}-state.pt"
 
 
 def pq_part(t: int) -> str:
@@ -232,17 +253,26 @@ class PromotedStudentChoice(Record):
     student: str | None
     accuracy: float | None
     candidates: dict[str, float] = field(default_factory=dict)
+    # pass@k on the hard test split, averaged over evaluation.psSeeds sampling seeds
+    pass_at_k: dict[int, float] | None = None
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "PromotedStudentChoice":
+        choice = super().from_json(doc)
+        if choice.pass_at_k is not None:
+            choice.pass_at_k = {int(k): v for k, v in choice.pass_at_k.items()}
+        return choice
 
 
 @dataclass
 class Evaluation(Record):
     """pass@k of the baseline after step t on the hard test split."""
 
-    step: int
+    step: int  # the outer step; a fresh student's RLOO steps so far
     baseline: str | None
     problems: int
     pass_at_k: dict[int, float]
-    hard_train_accuracy: float
+    hard_train_accuracy: float | None = None  # SOAR runs only
     ps: dict | None = None  # at the last step: the PromotedStudentChoice
 
     @classmethod
@@ -250,6 +280,34 @@ class Evaluation(Record):
         evaluation = super().from_json(doc)
         evaluation.pass_at_k = {int(k): v for k, v in doc["pass_at_k"].items()}
         return evaluation
+
+
+@dataclass
+class TrainSegment(Record):
+    """One train stage of a fresh student: RLOO steps [first, last) and their statistics."""
+
+    first: int
+    last: int
+    steps: list[dict]  # per RLOO step: step, reward, kl, loss, grad_norm, lr, completion_tokens
+
+
+@dataclass
+class ProtocolResult(Record):
+    """The paper's checkpoint choice for a fresh student: the chosen RLOO step and pass@k
+    averaged over the evaluations from it on (docs/design.md, "Fresh-student runs")."""
+
+    chosen_step: int
+    evaluated_steps: list[int]  # the RLOO steps whose evaluations were averaged
+    pass_at_k: dict[int, float]
+    smoothed_reward: list[float]
+    final_pass_at_k: dict[int, float]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "ProtocolResult":
+        result = super().from_json(doc)
+        result.pass_at_k = {int(k): v for k, v in doc["pass_at_k"].items()}
+        result.final_pass_at_k = {int(k): v for k, v in doc["final_pass_at_k"].items()}
+        return result
 
 
 # ------------------------------------------------------------------------------ reading, writing
@@ -263,7 +321,8 @@ WRITERS = [
     (re.compile(r"steps/(\d+)/record\.json$"), "{0}/teacher-update"),
     (re.compile(r"checkpoints/teacher/(\d+)(/|-optimizer)"), "{0}/teacher-update"),
     (re.compile(r"eval/(\d+)\.json$"), "{0}/evaluate"),
-    (re.compile(r"data/hard-"), "prepare"),
+    (re.compile(r"(?:fresh|checkpoints/fresh)/(\d+)(\.json|/|-state)"), "{0}/train"),
+    (re.compile(r"data/(hard-|questions)"), "prepare"),
 ]
 
 

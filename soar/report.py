@@ -1,7 +1,7 @@
 """A run's story from its store: the one-screen summary `soar run` ends with."""
 
 from soar import layout
-from soar.planner import committed_step, evaluation_steps
+from soar.planner import committed_step, evaluation_steps, fresh_student, total_steps
 from soar.runstate import Run
 from soar.store import RecordError, Store
 
@@ -10,6 +10,10 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _pass_at_k(values: dict) -> str:
+    return "  ".join(f"pass@{k}={v:.3f}" for k, v in values.items())
 
 
 def step_records(run: Run, done: set[str]) -> list[layout.StepRecord | RecordError]:
@@ -37,6 +41,8 @@ def evaluations(run: Run) -> dict[int, layout.Evaluation | RecordError]:
 def summary(store: Store, done: set[str]) -> str:
     """Steps, promotions, teacher reward and moving average, accuracy, pass@k, per step."""
     run = Run.open(store)
+    if fresh_student(run.spec):
+        return fresh_summary(run, done)
     records = step_records(run, done)
     lines = [f"run store: {store.uri}", ""]
     header = (
@@ -60,14 +66,43 @@ def summary(store: Store, done: set[str]) -> str:
         if isinstance(ev, RecordError):
             lines.append(f"after step {t}: evaluation unreadable: {ev}")
             continue
-        ks = "  ".join(f"pass@{k}={v:.3f}" for k, v in ev.pass_at_k.items())
+        ks = _pass_at_k(ev.pass_at_k)
         who = ev.baseline or "base model"
         lines.append(
-            f"after step {t} ({who}): hard train accuracy {ev.hard_train_accuracy:.3f}, "
+            f"after step {t} ({who}): hard train accuracy {_fmt(ev.hard_train_accuracy)}, "
             f"hard test ({ev.problems} problems) {ks}"
         )
         if ev.ps is not None:
             lines.append(f"PS (best promoted student): {ev.ps['student'] or 'none (no promotion)'}")
+            if ev.ps.get("pass_at_k"):
+                lines.append(f"PS on the hard test split: {_pass_at_k(ev.ps['pass_at_k'])}")
     if store.exists(layout.PQ):
         lines.append(f"PQ: {len(store.read_bytes(layout.PQ).splitlines())} questions in pq.jsonl")
+    return "\n".join(lines)
+
+
+def fresh_summary(run: Run, done: set[str]) -> str:
+    """A fresh student: mean training reward per train stage, pass@k after each, and the
+    protocol's result once the run is complete."""
+    lines = [f"run store: {run.store.uri}", "", f"{'stage':>5}  {'RLOO steps':>10}  {'reward':>7}"]
+    for t in range(1, committed_step(run.spec, done) + 1):
+        try:
+            segment = layout.load(run.store, layout.fresh_segment(t), layout.TrainSegment)
+        except RecordError as err:
+            lines.append(f"{t:>5}  unreadable: {err}")
+            continue
+        reward = sum(s["reward"] for s in segment.steps) / len(segment.steps)
+        lines.append(f"{t:>5}  {segment.first:>4}-{segment.last:<5}  {reward:>7.2f}")
+    lines += ["", f"train stages: {committed_step(run.spec, done)}/{total_steps(run.spec)}"]
+    for t, ev in evaluations(run).items():
+        if isinstance(ev, RecordError):
+            lines.append(f"after stage {t}: evaluation unreadable: {ev}")
+        else:
+            lines.append(f"after {ev.step} RLOO steps: {_pass_at_k(ev.pass_at_k)}")
+    if run.store.exists(layout.PROTOCOL_RESULT):
+        result = layout.load(run.store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
+        lines.append(
+            f"chosen step {result.chosen_step}; pass@k averaged over steps "
+            f"{result.evaluated_steps}: {_pass_at_k(result.pass_at_k)}"
+        )
     return "\n".join(lines)

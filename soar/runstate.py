@@ -33,10 +33,14 @@ def derive_seed(seed: int, *parts: object) -> int:
 def frozen_spec(run: SoarRun, manifest_dir: Path) -> SoarRunSpec:
     """The spec as stored in run.json: data paths made absolute against the manifest's folder."""
     spec = run.spec.model_copy(deep=True)
-    for name in ("hardTrain", "hardTest"):
-        value = getattr(spec.data, name)
+    for section, name in (
+        (spec.data, "hardTrain"),
+        (spec.data, "hardTest"),
+        (spec.freshStudent, "questions"),
+    ):
+        value = getattr(section, name)
         if value and "://" not in value:
-            setattr(spec.data, name, str((manifest_dir / value).resolve()))
+            setattr(section, name, str((manifest_dir / value).resolve()))
     return spec
 
 

@@ -112,13 +112,25 @@ class Teacher(Model):
     keepCheckpoints: int = Field(
         2, ge=2, description="Teacher checkpoints kept in the store (>= 2 so a retry can resume)."
     )
+    keepSteps: list[int] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Teacher checkpoints kept besides the last keepCheckpoints, by step (the "
+        "paper samples its chosen teacher at step 200 on MATH, 170 on HARP).",
+    )
 
 
 class Student(Model):
     repeats: int = Field(4, ge=1, le=64, description="r: independent students per dataset.")
     innerSteps: int = Field(10, ge=1, description="RLOO steps of each inner loop.")
     extraStepsAfterPromotion: int = Field(
-        5, ge=0, description="Extra inner steps once the baseline has been promoted."
+        5, ge=0, description="Extra inner steps per promotion of the baseline so far."
+    )
+    maxInnerSteps: int = Field(
+        20,
+        ge=1,
+        description="Cap on innerSteps + extraStepsAfterPromotion x promotions: with the "
+        "defaults 10, 15, then 20 steps as promotions accrue (the paper's 10-20).",
     )
     batchQuestions: int = Field(8, ge=1, description="Questions per student RLOO step.")
     groupSize: int = Field(32, ge=2, le=1024, description="Rollouts per question (>= 2 for RLOO).")
@@ -156,12 +168,77 @@ class Evaluation(Model):
         max_length=16,
         description="k values of pass@k.",
     )
+    psSeeds: int = Field(
+        3, ge=1, le=32, description="Sampling seeds of PS's pass@k on the hard test split."
+    )
+    vendiQuestions: int = Field(
+        128,
+        ge=2,
+        description="Vendi scores are bootstrap-standardised to this many questions, so sets "
+        "of different sizes compare.",
+    )
     maxProblems: int | None = Field(
         None,
         ge=1,
         description="Evaluate on at most this many problems of each hard split (pass@k on the "
         "test split, greedy accuracy on the train split).",
     )
+
+
+class FreshStudent(Model):
+    """The paper's evaluation protocol: one student trained from the base model with RLOO for up
+    to maxSteps steps (spec.student's settings), evaluated on the hard test split as it trains."""
+
+    questions: str | None = Field(
+        None,
+        description="JSONL of synthetic (question, answer) pairs trained on beside the hard "
+        "train split: PQ, or questions sampled from a teacher (`soar sample-questions`). Mode "
+        "evaluate-questions only.",
+    )
+    strategy: Literal["curriculum", "mixed"] = Field(
+        "curriculum",
+        description="curriculum: the synthetic questions only for curriculumSteps, then the hard "
+        "train split only (the paper's MATH runs); mixed: both, sampled together throughout.",
+    )
+    curriculumSteps: int = Field(64, ge=0, description="Synthetic-only steps of a curriculum.")
+    maxSteps: int = Field(1500, ge=1, le=1_000_000, description="RLOO steps of the run.")
+    warmupSteps: int | None = Field(
+        None,
+        ge=0,
+        description="Linear warmup of the one cosine schedule; default 0 for a curriculum, else "
+        "20 (the paper's).",
+    )
+    segmentSteps: int = Field(
+        50,
+        ge=1,
+        description="RLOO steps per train stage; the student is evaluated (pass@k on the hard "
+        "test split) after each. Optimizer and schedule carry over between stages.",
+    )
+    smoothing: int = Field(
+        25, ge=1, description="Centred moving-average window over the mean training reward."
+    )
+    slopeFraction: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="The chosen step is the earliest after the steepest one whose smoothed, "
+        "range-normalised slope falls below this fraction of the steepest slope.",
+    )
+    averageSteps: int = Field(
+        200,
+        ge=1,
+        description="pass@k is averaged over the evaluations in this many steps "
+        "from the chosen step on.",
+    )
+
+    def warmup(self) -> int:
+        if self.warmupSteps is not None:
+            return self.warmupSteps
+        return 0 if self.questions and self.strategy == "curriculum" else 20
+
+    def segments(self) -> int:
+        """Train stages in the run."""
+        return -(-self.maxSteps // self.segmentSteps)
 
 
 class Training(Model):
@@ -182,10 +259,13 @@ class Training(Model):
 
 
 class SoarRunSpec(Model):
-    mode: Literal["soar", "hard-only"] = Field(
-        "soar", description="soar: teacher and students; hard-only: student RLOO on the hard set."
+    mode: Literal["soar", "hard-only", "evaluate-questions"] = Field(
+        "soar",
+        description="soar: teacher and students; hard-only: one fresh student trained with RLOO "
+        "on the hard train split (spec.freshStudent); evaluate-questions: the same on "
+        "freshStudent.questions plus the hard train split.",
     )
-    steps: int = Field(200, ge=1, le=100000, description="T: outer (teacher) steps.")
+    steps: int = Field(200, ge=1, le=100000, description="T: outer (teacher) steps of mode soar.")
     seed: int = Field(0, ge=0, description="Seed of every random choice in the run.")
     model: ModelRef = Field(default_factory=ModelRef)
     data: Data
@@ -194,6 +274,7 @@ class SoarRunSpec(Model):
     reward: Reward = Field(default_factory=Reward)
     promotion: Promotion = Field(default_factory=Promotion)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    freshStudent: FreshStudent = Field(default_factory=FreshStudent)
     training: Training = Field(default_factory=Training)
     storage: Storage = Field(default_factory=Storage)
     execution: Execution = Field(default_factory=Execution)
@@ -211,8 +292,12 @@ class SoarRunSpec(Model):
         too_big = [k for k in self.evaluation.ks if k > self.evaluation.samples]
         if too_big:
             raise ValueError(f"evaluation.ks {too_big} exceed evaluation.samples")
-        if self.mode == "hard-only" and self.reward.kind != "grounded":
+        if self.mode != "soar" and self.reward.kind != "grounded":
             raise ValueError("reward.kind learnability needs mode soar")
+        if (self.mode == "evaluate-questions") != (self.freshStudent.questions is not None):
+            raise ValueError(
+                "freshStudent.questions is set exactly when mode is evaluate-questions"
+            )
         if self.model.dtype == "float16" and not (self.teacher.lora and self.student.lora):
             raise ValueError(
                 "model.dtype float16 needs LoRA for teacher and students: full fine-tuning in "

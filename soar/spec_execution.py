@@ -88,6 +88,7 @@ class Pods(Model):
     student: PodSettings | None = None
     teacherUpdate: PodSettings | None = None
     evaluate: PodSettings | None = None
+    train: PodSettings | None = Field(None, description="A fresh student's train stages.")
 
 
 class Retries(Model):

@@ -186,8 +186,16 @@ def train_rloo(
     micro_batch: int = 32,
     compute_dtype: torch.dtype | None = None,
     ref=None,
+    start_step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> list[dict]:
     """Train policy in place with RLOO on questions ({"question", "answer"}); stats per step.
+
+    An inner loop runs steps 0..steps-1 with a fresh AdamW and cosine schedule over `steps`. A
+    longer run split into stages (a fresh student) passes its own optimizer and schedule, carried
+    from stage to stage, and the global index of its first step: batches and sampling seeds
+    depend on the global step, so the stages train exactly as one uninterrupted run would.
 
     The KL reference is ref if given, else the starting weights (a frozen copy, or the LoRA base
     with the adapter disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
@@ -202,13 +210,16 @@ def train_rloo(
         ref = frozen_copy(policy)
     sampler = TransformersSampler(policy, tokenizer, batch_size=sampler_batch_size)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    if (optimizer is None) != (schedule is None):
+        raise ValueError("pass an optimizer and its schedule together, or neither")
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
     order = question_order(len(questions), seed)
     policy.train()
 
     history = []
-    for step in range(steps):
+    for step in range(start_step, start_step + steps):
         start = time.perf_counter()
         batch = step_batch(questions, order, step, batch_questions)
         prompts = [domain.student_prompt(q["question"], tokenizer) for q in batch]

@@ -35,6 +35,7 @@ POD_FIELDS = {
     "student": "student",
     "teacher-update": "teacherUpdate",
     "evaluate": "evaluate",
+    "train": "train",
 }
 ACTIVE, SUCCEEDED, FAILED = "active", "succeeded", "failed"
 

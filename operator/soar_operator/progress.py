@@ -4,7 +4,7 @@ so status stays the same size however many steps the run has."""
 from typing import Any
 
 from soar import layout
-from soar.planner import Stage, committed_step, evaluation_steps
+from soar.planner import Stage, committed_step, evaluation_steps, fresh_student, total_steps
 from soar.spec import SoarRunSpec
 from soar.store import Store
 
@@ -21,12 +21,8 @@ def read_progress(
     store: Store, spec: SoarRunSpec, done: set[str], known: dict[str, Any]
 ) -> dict[str, Any]:
     """Status fields from the store; files are read again only when a newer one is committed."""
-    step = committed_step(spec, done)
-    out: dict[str, Any] = {
-        "step": step,
-        "totalSteps": spec.steps,
-        "progress": f"{step}/{spec.steps}",
-    }
+    step, total = committed_step(spec, done), total_steps(spec)
+    out: dict[str, Any] = {"step": step, "totalSteps": total, "progress": f"{step}/{total}"}
     if known.get("step") == step and "promotions" in known:
         out.update({k: known[k] for k in RECORD_FIELDS if k in known})
     else:
@@ -44,6 +40,8 @@ def read_progress(
 def _record_fields(store: Store, spec: SoarRunSpec, step: int) -> dict[str, Any]:
     if step == 0:
         return {"promotions": 0}
+    if fresh_student(spec):  # no step records: one student, never promoted
+        return {"promotions": 0, "lastCheckpoint": f"{store.uri}/{layout.fresh_checkpoint(step)}"}
     record = layout.load(store, layout.step_record(step), layout.StepRecord)
     checkpoint = layout.teacher_checkpoint(step) if spec.mode == "soar" else record.baseline
     fields = {

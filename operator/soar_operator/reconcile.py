@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from soar.contract import Phase
-from soar.planner import committed_step, is_complete, plan
+from soar.planner import committed_step, is_complete, plan, total_steps
 from soar.spec import SoarRunSpec
 from soar.spec_execution import Retries
 from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
@@ -82,7 +82,10 @@ def decide(
     live = _live(jobs)
     if is_complete(frozen, done):
         return Decision(
-            Phase.SUCCEEDED, "RunSucceeded", f"all {frozen.steps} steps done", started_at=started_at
+            Phase.SUCCEEDED,
+            "RunSucceeded",
+            f"all {total_steps(frozen)} steps done",
+            started_at=started_at,
         )
     by_unit: dict[Unit, list[JobView]] = {}
     for job in jobs:
@@ -127,7 +130,7 @@ def decide(
             failure=_latest(failures),
             started_at=started_at,
         )
-    steps = f"{committed_step(frozen, done)}/{frozen.steps} steps done"
+    steps = f"{committed_step(frozen, done)}/{total_steps(frozen)} steps done"
     if spec.suspend:
         held = tuple(
             s if s.state == "running" else UnitState(s.unit, s.attempt, "held") for s in states

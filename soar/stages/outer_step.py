@@ -14,8 +14,8 @@ left in the run store and writes its own outputs; the runner writes its completi
                           weights are deleted (a promoted student was copied in step 6)
 
 Intrinsic-T (reward.kind learnability) replaces 3-4 by a learnability probe per dataset and never
-promotes; Hard-Only (mode hard-only) trains one student on the hard train split per step and
-promotes it. Evaluation (pass@k on the hard test split) runs beside the steps (`evaluate`).
+promotes. Evaluation (pass@k on the hard test split) runs beside the steps (`evaluate`). Hard-Only
+is not a SOAR run: it is a fresh student (soar/stages/fresh.py).
 """
 
 from statistics import fmean
@@ -69,11 +69,8 @@ def student(run: Run, t: int, index: int | None) -> dict:
         result = students.learnability_probe(run, t, index)
         layout.save(run.store, layout.student_result(t, index), result)
         return {"reward": result.reward}
-    if spec.mode == "hard-only":
-        dataset, repeat, questions = None, 0, run.hard("train")
-    else:
-        dataset, repeat = divmod(index, spec.student.repeats)
-        questions = run.candidates(t, dataset=dataset)
+    dataset, repeat = divmod(index, spec.student.repeats)
+    questions = run.candidates(t, dataset=dataset)
     steps = students.inner_steps(run, t)
     model, tokenizer, stats = students.train_copy(run, t, index, questions, steps)
     accuracy = students.accuracy_on(run, model, tokenizer, run.reward_questions(t))
@@ -93,8 +90,8 @@ def student(run: Run, t: int, index: int | None) -> dict:
     return {"reward": result.reward, "accuracy": accuracy, "train_seconds": seconds}
 
 
-def promote(run: Run, record: layout.StepRecord, t: int, index: int, dataset: int | None):
-    """Student `index` of step t becomes the baseline; its dataset (if any) joins PQ."""
+def promote(run: Run, record: layout.StepRecord, t: int, index: int, dataset: int):
+    """Student `index` of step t becomes the baseline; its dataset joins PQ."""
     record.promotions += 1
     record.baseline = students.promote(run, t, index, dataset, record.promotions)
     record.promoted_student = index
@@ -115,31 +112,24 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
         history=[],
         student_rewards=[],
     )
-    if spec.mode == "hard-only":
-        # The single student always becomes the next step's baseline.
-        record.student_rewards = [[results[0].reward]]
-        promote(run, record, t, 0, None)
-    else:
-        # 5) Teacher reward: R_k = mean_j R_kj, R_hat_t = mean_k R_k.
-        r = 1 if spec.reward.kind == "learnability" else spec.student.repeats
-        grid = [
-            [res.reward for res in results[k * r : (k + 1) * r]] for k in range(len(results) // r)
-        ]
-        record.student_rewards = grid  # [g, r]
-        record.dataset_rewards = dataset_rewards(grid)  # [g]
-        record.teacher_reward = fmean(record.dataset_rewards)
-        record.promoted = False
-        # 6) Promotion (grounded reward only), checked before the teacher update.
-        if spec.reward.kind == "grounded":
-            decision = decide_promotion(
-                previous.history, grid, spec.promotion.threshold, spec.promotion.window
-            )
-            record.moving_average, record.history = decision.moving_average, decision.history
-            record.promoted = decision.promoted
-            if decision.promoted:
-                promote(run, record, t, decision.student, decision.dataset)
-        # 7) Teacher update over the datasets' rewards.
-        record.teacher = teacher.update_teacher(run, t, record.dataset_rewards)
+    # 5) Teacher reward: R_k = mean_j R_kj, R_hat_t = mean_k R_k.
+    r = 1 if spec.reward.kind == "learnability" else spec.student.repeats
+    grid = [[res.reward for res in results[k * r : (k + 1) * r]] for k in range(len(results) // r)]
+    record.student_rewards = grid  # [g, r]
+    record.dataset_rewards = dataset_rewards(grid)  # [g]
+    record.teacher_reward = fmean(record.dataset_rewards)
+    record.promoted = False
+    # 6) Promotion (grounded reward only), checked before the teacher update.
+    if spec.reward.kind == "grounded":
+        decision = decide_promotion(
+            previous.history, grid, spec.promotion.threshold, spec.promotion.window
+        )
+        record.moving_average, record.history = decision.moving_average, decision.history
+        record.promoted = decision.promoted
+        if decision.promoted:
+            promote(run, record, t, decision.student, decision.dataset)
+    # 7) Teacher update over the datasets' rewards.
+    record.teacher = teacher.update_teacher(run, t, record.dataset_rewards)
     # 8) Commit: the step record (with what generation and the baseline measured), then the
     # cursor. The runner's completion manifest, written after this, is the commit point.
     if run.store.exists(layout.generation(t)):

@@ -12,21 +12,30 @@ from soar.store import write_jsonl
 
 
 def prepare(run: Run, t: int, index: int | None) -> dict:
-    """Copy the user's hard splits, or build the built-in arithmetic one by fail@k."""
+    """Copy the user's hard splits, or build the built-in arithmetic one by fail@k; and a fresh
+    student's synthetic questions (mode evaluate-questions)."""
     data = run.spec.data
     skipped: list[str] = []
+    options = {
+        "question_field": data.questionField,
+        "answer_field": data.answerField,
+        "max_question_chars": data.maxQuestionChars,
+        "max_answer_chars": data.maxAnswerChars,
+        "on_invalid_row": skipped.append if data.skipInvalidRows else None,
+    }
     if data.builtin == "arith":
         train, test = build_arith_hard_set(run)
     else:
-        options = {
-            "question_field": data.questionField,
-            "answer_field": data.answerField,
-            "max_question_chars": data.maxQuestionChars,
-            "max_answer_chars": data.maxAnswerChars,
-            "on_invalid_row": skipped.append if data.skipInvalidRows else None,
-        }
         train = read_problems(data.hardTrain, **options)
         test = read_problems(data.hardTest, **options)
+    questions = run.spec.freshStudent.questions
+    if questions is not None:
+        # PQ and `soar sample-questions` write the fields `question` and `answer`.
+        fields = {"question_field": "question", "answer_field": "answer"}
+        synthetic = read_problems(questions, **options | fields)
+        if not synthetic:
+            raise StageError(f"prepare: {questions} holds no valid question")
+        write_jsonl(run.store, layout.QUESTIONS, synthetic)
     if not train or not test:
         raise StageError(
             f"prepare: hard set is empty (train {len(train)}, test {len(test)} problems)"
@@ -36,6 +45,8 @@ def prepare(run: Run, t: int, index: int | None) -> dict:
     write_jsonl(run.store, layout.hard_split("train"), train)
     write_jsonl(run.store, layout.hard_split("test"), test)
     summary = {"hard_train": len(train), "hard_test": len(test)}
+    if questions is not None:
+        summary["questions"] = len(synthetic)
     return summary | ({"skipped_rows": len(skipped)} if skipped else {})
 
 

@@ -15,6 +15,7 @@ from soar import layout
 from soar.planner import Stage
 from soar.runstate import Run, StageError
 from soar.stages.evaluate import evaluate
+from soar.stages.fresh import train
 from soar.stages.outer_step import baseline, student, teacher_generate, teacher_update
 from soar.stages.prepare import prepare
 from soar.store import RecordError, Store, read_json
@@ -28,6 +29,7 @@ STAGES: dict[str, StageFunction] = {
     "student": student,
     "teacher-update": teacher_update,
     "evaluate": evaluate,
+    "train": train,
 }
 
 

@@ -22,6 +22,7 @@ BOTTOM_LAYER = {
     "soar.lease",
     "soar.manifest",
     "soar.planner",
+    "soar.protocol",
     "soar.runstate",
     "soar.spec",
     "soar.spec_base",
@@ -31,7 +32,7 @@ BOTTOM_LAYER = {
     "soar.store_errors",
 }
 FORBIDDEN_IN_OPERATOR = ("torch", "transformers", "soar.executor", "soar.stages")
-STORE_KEY = re.compile(r"^(steps|eval|done|checkpoints|data|pq|baseline-cache|logs)/")
+STORE_KEY = re.compile(r"^(steps|eval|done|checkpoints|data|pq|baseline-cache|logs|fresh)/")
 LAYOUT = ROOT / "soar" / "layout.py"
 
 

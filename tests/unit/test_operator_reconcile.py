@@ -172,12 +172,16 @@ def test_a_complete_run_succeeded_even_with_failed_attempts_behind_it():
     assert (d.phase, d.reason, created(d)) == ("Succeeded", "RunSucceeded", [])
 
 
-def test_hard_only_runs_baseline_one_student_and_teacher_update():
-    s = spec(mode="hard-only")
-    d = decide(s, s, through(s, "prepare", "evaluate"), [], NOW, NOW)
-    assert created(d) == [("baseline", 1, 1)]
-    d = decide(s, s, through(s, "prepare", "evaluate", "1/baseline"), [], NOW, NOW)
-    assert created(d) == [("student", 1, 1)]
+def test_hard_only_is_a_fresh_student_trained_stage_by_stage():
+    s = spec(mode="hard-only", freshStudent={"maxSteps": 30, "segmentSteps": 10})
+    d = decide(s, s, through(s, "prepare"), [], NOW, NOW)
+    assert created(d) == [("evaluate", 0, 1), ("train", 1, 1)]
+    d = decide(s, s, through(s, "prepare", "evaluate", "1/train"), [], NOW, NOW)
+    assert created(d) == [("evaluate", 1, 1), ("train", 2, 1)]
+    done = through(s, "prepare", "evaluate", "1/train", "1/evaluate", "2/train", "3/train")
+    d = decide(s, s, done, [], NOW, NOW)
+    assert (d.phase, created(d)) == ("Running", [("evaluate", 2, 1)])
+    assert "3/3 steps done" in d.message
 
 
 def test_the_stored_spec_decides_what_runs_and_the_live_one_how():

@@ -16,9 +16,9 @@ from tests.support.manifests import parsed
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-def spec(steps=3, mode="soar"):
+def spec(steps=3, mode="soar", **fields):
     evaluation = {"every": 2, "samples": 4, "ks": [1, 4]}
-    return parsed("r", steps=steps, mode=mode, evaluation=evaluation).spec
+    return parsed("r", steps=steps, mode=mode, evaluation=evaluation, **fields).spec
 
 
 def running(*units, attempt=1):
@@ -83,19 +83,13 @@ def test_progress_mirrors_the_latest_record_and_evaluation(tmp_path):
     assert store.reads == []
 
 
-def test_hard_only_checkpoint_is_the_promoted_student(tmp_path):
-    store, done = committed_store(tmp_path, 1)
-    promoted = layout.StepRecord(
-        step=1,
-        baseline=layout.promoted_student(1),
-        promotions=1,
-        history=[],
-        student_rewards=[[0.5]],
-        moving_average=None,
-    )
-    layout.save(store, layout.step_record(1), promoted)
-    progress = read_progress(store, spec(mode="hard-only"), done, {})
-    assert progress["lastCheckpoint"] == f"{store.uri}/{layout.promoted_student(1)}"
+def test_fresh_student_progress_counts_train_stages(tmp_path):
+    store = CountingStore(tmp_path)
+    fresh = spec(mode="hard-only", freshStudent={"maxSteps": 25, "segmentSteps": 10})
+    done = {"prepare", Stage("train", 1).key, Stage("train", 2).key}
+    progress = read_progress(store, fresh, done, {})
+    assert (progress["step"], progress["totalSteps"], progress["progress"]) == (2, 3, "2/3")
+    assert progress["lastCheckpoint"] == f"{store.uri}/{layout.fresh_checkpoint(2)}"
     assert "teacherReward" not in progress
 
 

@@ -43,14 +43,34 @@ def test_only_missing_students_are_replanned():
     assert keys(plan(spec, done)) == ["1/student-0", "1/student-2", "1/student-3"]
 
 
-def test_learnability_and_hard_only():
+def test_learnability_probes_one_student_per_dataset():
     learn = spec_of(teacher={"datasets": 3}, reward={"kind": "learnability"})
     assert keys(plan(learn, {"prepare", "0/evaluate"})) == ["1/teacher-generate"]
     done = {"prepare", "0/evaluate", "1/teacher-generate"}
     assert keys(plan(learn, done)) == ["1/student-0", "1/student-1", "1/student-2"]
-    hard = spec_of(mode="hard-only")
-    assert keys(plan(hard, {"prepare", "0/evaluate"})) == ["1/baseline"]
-    assert keys(plan(hard, {"prepare", "0/evaluate", "1/baseline"})) == ["1/student-0"]
+
+
+def test_fresh_student_trains_stage_by_stage_and_evaluates_beside():
+    # 25 RLOO steps in stages of 10: 3 train stages; evaluations 0 (the base model) to 3.
+    hard = spec_of(mode="hard-only", freshStudent={"maxSteps": 25, "segmentSteps": 10})
+    assert drive(hard) == [
+        ["prepare"],
+        ["0/evaluate", "1/train"],
+        ["1/evaluate", "2/train"],
+        ["2/evaluate", "3/train"],
+        ["3/evaluate"],
+    ]
+
+
+def test_fresh_student_waits_for_the_evaluation_whose_checkpoint_it_deletes():
+    hard = spec_of(mode="hard-only", freshStudent={"maxSteps": 40, "segmentSteps": 10})
+    # train 3 deletes checkpoint 1: not before evaluate 1 has read it
+    done = {"prepare", "0/evaluate", "1/train", "2/train"}
+    assert keys(plan(hard, done)) == ["1/evaluate", "2/evaluate"]
+    # the last evaluation chooses from all the others: it waits for evaluate 2
+    done = {"prepare", "0/evaluate", "1/evaluate", "1/train", "2/train", "3/train", "4/train"}
+    assert keys(plan(hard, done)) == ["2/evaluate", "3/evaluate"]
+    assert committed_step(hard, done) == 4
 
 
 def test_steps_commit_in_order():

@@ -44,7 +44,7 @@ def test_paper_defaults():
         ({"teacher": {"dataset": 4}}, "manifest: spec.teacher.dataset: unknown field"),
         ({"steps": 0}, "manifest: spec.steps: must be >= 1"),
         ({"teacher": {"temperature": 0}}, "manifest: spec.teacher.temperature: must be > 0"),
-        ({"mode": "fast"}, "manifest: spec.mode: must be one of 'soar' or 'hard-only', got 'fast'"),
+        ({"mode": "fast"}, "manifest: spec.mode: must be one of 'soar', 'hard-only' or 'evaluate-questions', got 'fast'"),
         ({"data": {}}, "manifest: spec.data: set builtin, or both hardTrain and hardTest"),
         (
             {"evaluation": {"samples": 4}},
@@ -108,7 +108,7 @@ def test_crd_schema_carries_defaults_bounds_and_rules():
     assert datasets["minimum"] == 2 and datasets["default"] == 4
     lr = spec["properties"]["teacher"]["properties"]["learningRate"]
     assert lr["exclusiveMinimum"] is True and lr["minimum"] == 0
-    assert spec["properties"]["mode"]["enum"] == ["soar", "hard-only"]
+    assert spec["properties"]["mode"]["enum"] == ["soar", "hard-only", "evaluate-questions"]
     assert spec["properties"]["teacher"]["properties"]["lora"]["nullable"] is True
     assert any("evaluation.ks" in r["rule"] for r in spec["x-kubernetes-validations"])
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
