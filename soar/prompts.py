@@ -13,10 +13,26 @@ MATH_SUBJECTS = (
     "Precalculus",
 )
 
+# The teacher's fixed request, in the five parts of the paper's prompt (arXiv:2601.18778): the
+# role, the task, the subjects, the requirements, the output format. It names no problem, so
+# nothing but the teacher's own weights shapes what it writes; the format is the one
+# parse_teacher_output reads.
 MATH_TEACHER_PROMPT = (
-    "You are writing exam problems for a strong mathematics student. Write ONE original, "
-    "multi-step problem from one of these subjects: " + ", ".join(MATH_SUBJECTS) + ". "
-    "You may think first, but then give the problem and its final answer in exactly this format:\n"
+    "You write practice problems that will be used to train a student model in mathematics.\n"
+    "\n"
+    "Task: write ONE new problem. It must be original, self-contained (everything needed to "
+    "solve it is stated in it), and take several steps of reasoning to solve.\n"
+    "\n"
+    "Subject: choose one of " + ", ".join(MATH_SUBJECTS) + ".\n"
+    "\n"
+    "Requirements:\n"
+    "- the problem has a single final answer that can be checked, such as a number or an "
+    "expression;\n"
+    "- do not copy or restate a problem from a textbook, a contest or any other known source;\n"
+    "- make it about as difficult as a mathematics competition problem.\n"
+    "\n"
+    "Output format: you may reason first, outside the tags. Then write the problem and its "
+    "final answer exactly as\n"
     "<question>the problem statement</question><answer>\\boxed{the final answer}</answer>\n"
 )
 

@@ -42,7 +42,7 @@ def teacher_generate(run: Run, t: int, index: int | None) -> dict:
         attempts=attempts,
         accepted=len(pairs),
         acceptance=len(pairs) / attempts,
-        vendi=teacher.question_diversity([pair["question"] for pair in pairs]),
+        vendi=teacher.question_diversity(run, t, [pair["question"] for pair in pairs]),
         prompt_ids=encode_prompts(tokenizer, [run.domain.teacher_input(tokenizer)])[0],
     )
     layout.save(run.store, layout.generation(t), generation)

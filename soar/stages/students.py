@@ -52,11 +52,12 @@ def baseline_correct(
 
 
 def inner_steps(run: Run, t: int) -> int:
-    """innerSteps, plus extraStepsAfterPromotion once the baseline has been promoted."""
-    steps = run.spec.student.innerSteps
-    if run.record(t - 1).promotions > 0:
-        steps += run.spec.student.extraStepsAfterPromotion
-    return steps
+    """innerSteps plus extraStepsAfterPromotion per promotion so far, capped at maxInnerSteps:
+    the paper lengthens the inner loop by promotion stage (10, 15, then 20 steps), and the cap
+    keeps a long run's inner loops bounded however often it promotes."""
+    spec = run.spec.student
+    promotions = run.record(t - 1).promotions
+    return min(spec.innerSteps + spec.extraStepsAfterPromotion * promotions, spec.maxInnerSteps)
 
 
 def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):

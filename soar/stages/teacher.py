@@ -3,7 +3,7 @@ over the datasets' rewards (docs/design.md, "The algorithm", steps 1 and 6)."""
 
 from soar import layout
 from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, save_checkpoint
-from soar.evaluation import embed_questions, vendi_score
+from soar.evaluation import embed_questions, standardised_vendi
 from soar.grading import answer_checker
 from soar.prompts import parse_teacher_output
 from soar.runstate import Run, StageError, derive_seed
@@ -73,14 +73,21 @@ def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
     return accepted[:needed], attempts
 
 
-def question_diversity(questions: list[str]) -> float:
-    """Vendi score of the questions' sentence embeddings."""
-    return float(vendi_score(embed_questions(questions)))
+def question_diversity(run: Run, t: int, questions: list[str]) -> float:
+    """Vendi score of step t's questions' sentence embeddings, bootstrap-standardised to
+    evaluation.vendiQuestions questions so that it compares with other steps' and other
+    question sets' (see evaluation.standardised_vendi)."""
+    return standardised_vendi(
+        embed_questions(questions),
+        run.spec.evaluation.vendiQuestions,
+        seed=derive_seed(run.spec.seed, "vendi", t),
+    )
 
 
 def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
     """One RLOO step of the teacher over all accepted rollouts, A_k shared by dataset k's
-    rollouts; saves teacher checkpoint t with its optimizer state, keeps the last few."""
+    rollouts; saves teacher checkpoint t with its optimizer state, keeps the last few and the
+    steps of teacher.keepSteps."""
     spec = run.spec.teacher
     policy, tokenizer = load_teacher(run, t - 1, trainable=True)
     if run.spec.training.gradientCheckpointing:
@@ -113,8 +120,18 @@ def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
     )
     save_checkpoint(run.store, layout.teacher_checkpoint(t), policy, tokenizer)
     run.store.write_bytes(layout.teacher_optimizer(t), optimizer_bytes(optimizer))
-    old = t - spec.keepCheckpoints
-    if old >= 1:
-        run.store.delete(layout.teacher_checkpoint(old))
-        run.store.delete(layout.teacher_optimizer(old))
+    delete_old_teacher(run, t)
     return {"advantages": advantages, **stats}
+
+
+def delete_old_teacher(run: Run, t: int) -> None:
+    """Drop teacher checkpoint t - keepCheckpoints and its optimizer state; a step in keepSteps
+    keeps its checkpoint (the paper samples its chosen teacher at step 200) but not its
+    optimizer state, twice the weights' size and needed only to resume training from it."""
+    spec = run.spec.teacher
+    old = t - spec.keepCheckpoints
+    if old < 1:
+        return
+    run.store.delete(layout.teacher_optimizer(old))
+    if old not in spec.keepSteps:
+        run.store.delete(layout.teacher_checkpoint(old))

@@ -1,12 +1,14 @@
-"""pass@k against brute force and the Vendi score on known geometries (the sentence embeddings,
-which load a model, are in tests/integration/test_embeddings.py)."""
+"""pass@k against brute force and the Vendi score on known geometries, raw and bootstrap-
+standardised (the sentence embeddings, which load a model, are in
+tests/integration/test_embeddings.py)."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
-from soar.evaluation import mean_pass_at_k, pass_at_k, vendi_score
+from soar.evaluation import mean_pass_at_k, pass_at_k, standardised_vendi, vendi_score
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -72,3 +74,49 @@ def test_vendi_rejects_zero_or_missing_embeddings():
         vendi_score([[1.0, 0.0], [0.0, 0.0]])
     with pytest.raises(ValueError, match="non-empty"):
         vendi_score(np.zeros((0, 3)))
+
+
+def expected_resampled_vendi(m: int, size: int) -> float:
+    """Mean Vendi of every ordered draw of `size` rows, with replacement, from m orthogonal items:
+    a draw with counts c_i has K/size = diag(c_i/size) on its distinct items, so its score is
+    exp(entropy of the c_i/size)."""
+    scores = []
+    for draw in itertools.product(range(m), repeat=size):
+        shares = [draw.count(i) / size for i in set(draw)]
+        scores.append(math.exp(-sum(p * math.log(p) for p in shares)))
+    return sum(scores) / len(scores)
+
+
+def test_standardised_vendi_is_one_for_identical_items():
+    identical = np.tile([[0.3, -1.2, 2.0]], (5, 1))
+    assert standardised_vendi(identical, 128, seed=7) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("m", "size"), [(3, 3), (2, 5), (4, 2)])
+def test_standardised_vendi_of_orthogonal_items_is_the_expected_resampled_score(m, size):
+    # 3 of 3: (3 x 1 + 18 x exp(H(2/3, 1/3)) + 6 x 3) / 27 = 2.0377...; many resamples bring
+    # the seeded mean close to that expectation.
+    embeddings = np.eye(m) * np.arange(1, m + 1)[:, None]  # scaled: only directions count
+    score = standardised_vendi(embeddings, size, seed=1, resamples=20_000)
+    assert score == pytest.approx(expected_resampled_vendi(m, size), abs=0.02)
+
+
+def test_standardised_vendi_brute_force_is_hand_checkable():
+    two_thirds = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert expected_resampled_vendi(3, 3) == pytest.approx(
+        (3 + 18 * math.exp(two_thirds) + 18) / 27
+    )
+
+
+def test_standardised_vendi_is_a_function_of_its_seed():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(40, 16))
+    first = standardised_vendi(embeddings, 128, seed=3)
+    assert standardised_vendi(embeddings, 128, seed=3) == first
+    assert standardised_vendi(embeddings, 128, seed=4) != first
+    assert 1.0 < first < 16.0  # at most the dimension: 16 directions
+
+
+def test_standardised_vendi_rejects_an_empty_resample():
+    with pytest.raises(ValueError, match="size >= 1"):
+        standardised_vendi(np.eye(3), 0)

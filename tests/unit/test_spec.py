@@ -44,7 +44,11 @@ def test_paper_defaults():
         ({"teacher": {"dataset": 4}}, "manifest: spec.teacher.dataset: unknown field"),
         ({"steps": 0}, "manifest: spec.steps: must be >= 1"),
         ({"teacher": {"temperature": 0}}, "manifest: spec.teacher.temperature: must be > 0"),
-        ({"mode": "fast"}, "manifest: spec.mode: must be one of 'soar', 'hard-only' or 'evaluate-questions', got 'fast'"),
+        (
+            {"mode": "fast"},
+            "manifest: spec.mode: must be one of 'soar', 'hard-only' or 'evaluate-questions', "
+            "got 'fast'",
+        ),
         ({"data": {}}, "manifest: spec.data: set builtin, or both hardTrain and hardTest"),
         (
             {"evaluation": {"samples": 4}},
