@@ -26,16 +26,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from soar.executor import LocalExecutor, open_run
-    from soar.planner import total_steps
     from soar.report import summary
 
-    run = load_run(args.manifest)
+    started = time.time()
+    store = drive(Path(args.manifest), args.parallelism, wait=args.wait)
+    print()
+    print(summary(store, completed(store)))
+    print(f"\nfinished in {time.time() - started:.1f}s")
+    return 0
+
+
+def drive(manifest: Path, parallelism: int | None, wait: bool = False):
+    """Run (or resume) a manifest to completion with the local executor, printing each finished
+    stage; returns its store."""
+    from soar.executor import LocalExecutor, open_run
+    from soar.planner import total_steps
+
+    run = load_run(manifest)
     # The store's S3 settings reach this process and, through the environment, every stage.
     os.environ.update(run.spec.storage.s3_options().env())
-    manifest_dir = Path(args.manifest).resolve().parent
-    store, spec, lease = open_run(run, manifest_dir, Path.cwd(), wait=args.wait)
-    parallelism = args.parallelism or spec.execution.parallelism
+    store, spec, lease = open_run(run, manifest.resolve().parent, Path.cwd(), wait=wait)
     total = total_steps(spec)
     print(f"SoarRun {run.metadata.name}: {total} steps, store {store.uri}", flush=True)
     started = time.time()
@@ -53,12 +63,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     try:
-        LocalExecutor(store, spec, parallelism, lease, on_event).run()
+        LocalExecutor(store, spec, parallelism or spec.execution.parallelism, lease, on_event).run()
     finally:
         lease.release()
-    print()
-    print(summary(store, completed(store)))
-    print(f"\nfinished in {time.time() - started:.1f}s")
+    return store
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from soar.experiment import load_config, run_experiment
+
+    path = Path(args.config)
+    config = load_config(path)
+    started = time.time()
+    run_experiment(config, path.resolve().parent, drive)
+    output = (path.resolve().parent / config.output).resolve()
+    print((output / "results.md").read_text())
+    print(f"experiment finished in {time.time() - started:.1f}s; results in {output}")
     return 0
 
 
@@ -90,6 +110,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     store = open_store(args.run)
     print(summary(store, completed(store)))
+    return 0
+
+
+def cmd_sample_questions(args: argparse.Namespace) -> int:
+    from soar.hardset import write_jsonl
+    from soar.runstate import Run
+    from soar.stages.teacher import sample_questions
+
+    run = Run.open(open_store(args.run))
+    questions = sample_questions(run, args.step, args.count, args.seed)
+    write_jsonl(args.out, questions)
+    print(f"{len(questions)} questions from the teacher after step {args.step} -> {args.out}")
     return 0
 
 
@@ -139,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    experiment = sub.add_parser(
+        "experiment", help="SOAR, Intrinsic-T and Hard-Only over seeds, with the paper's table"
+    )
+    experiment.add_argument("config", help="experiment YAML (see soar/experiment.py)")
+    experiment.set_defaults(func=cmd_experiment)
+
     validate = sub.add_parser("validate", help="check manifests without running anything")
     validate.add_argument("manifests", nargs="+")
     validate.set_defaults(func=cmd_validate)
@@ -156,6 +194,17 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise a run store")
     report.add_argument("run", help="run store URI")
     report.set_defaults(func=cmd_report)
+
+    sample = sub.add_parser(
+        "sample-questions",
+        help="sample (question, answer) pairs from a run's teacher, for evaluate-questions runs",
+    )
+    sample.add_argument("run", help="run store URI")
+    sample.add_argument("--step", type=int, required=True, help="teacher after this step (0: base)")
+    sample.add_argument("--count", type=int, default=128)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="JSONL file to write")
+    sample.set_defaults(func=cmd_sample_questions)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="tool", required=True)
     hard = data.add_parser("build-hard-set", help="keep the problems a model fails k times of k")

@@ -24,16 +24,18 @@ from soar import layout
 from soar.planner import student_count
 from soar.promotion import dataset_rewards, decide_promotion
 from soar.prompts import encode_prompts
-from soar.runstate import Run, StageError
+from soar.runstate import Run, StageError, derive_seed
 from soar.stages import students, teacher
 from soar.store import write_jsonl
 
 
 def teacher_generate(run: Run, t: int, index: int | None) -> dict:
     """1) Sample the teacher of step t-1 until g*n valid pairs exist; split into g datasets."""
-    n = run.spec.teacher.questionsPerDataset
+    g, n = run.spec.teacher.datasets, run.spec.teacher.questionsPerDataset
     model, tokenizer = teacher.load_teacher(run, t - 1)
-    pairs, attempts = teacher.sample_pairs(run, t, model, tokenizer)
+    seed = derive_seed(run.spec.seed, "teacher-generate", t)
+    what = f"teacher-generate step {t}"
+    pairs, attempts = teacher.sample_pairs(run, model, tokenizer, g * n, seed, what)
     for i, pair in enumerate(pairs):
         pair["dataset"] = i // n  # X_k = pairs[k*n : (k+1)*n]
         pair["id"] = f"t{t}-{i}"

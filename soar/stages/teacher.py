@@ -30,11 +30,13 @@ def load_teacher(run: Run, t: int, trainable: bool = False):
     return load_checkpoint(run.store, layout.teacher_checkpoint(t), base, trainable=trainable)
 
 
-def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
-    """Sample the teacher until g*n valid pairs exist: both tag pairs and a boxed answer that the
-    verifier parses. Returns the pairs (with their token ids) and the number of samples drawn."""
+def sample_pairs(
+    run: Run, model, tokenizer, needed: int, seed: int, what: str
+) -> tuple[list[dict], int]:
+    """Sample the teacher until `needed` valid pairs exist: both tag pairs and a boxed answer
+    that the verifier parses. Returns the pairs (with their token ids) and the number of samples
+    drawn; round i of sampling is seeded by (seed, i). `what` names the samples in errors."""
     spec = run.spec
-    needed = spec.teacher.datasets * spec.teacher.questionsPerDataset
     sampler = TransformersSampler(model, tokenizer)
     accepted: list[dict] = []
     attempts = 0
@@ -48,7 +50,7 @@ def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
                 n=missing,
                 temperature=spec.teacher.temperature,
                 max_new_tokens=spec.teacher.maxNewTokens,
-                seed=derive_seed(spec.seed, "teacher-generate", t, round_),
+                seed=derive_seed(seed, round_),
             )[0]
             attempts += len(samples)
             pairs = [parse_teacher_output(s.text) for s in samples]
@@ -66,8 +68,8 @@ def sample_pairs(run: Run, t: int, model, tokenizer) -> tuple[list[dict], int]:
             ]
     if len(accepted) < needed:
         raise StageError(
-            f"teacher-generate step {t}: only {len(accepted)} of {needed} valid teacher outputs "
-            f"after {spec.teacher.maxGenerationRounds} rounds ({attempts} samples); raise "
+            f"{what}: only {len(accepted)} of {needed} valid teacher outputs after "
+            f"{spec.teacher.maxGenerationRounds} rounds ({attempts} samples); raise "
             "spec.teacher.maxGenerationRounds or check that the model follows the format"
         )
     return accepted[:needed], attempts
@@ -135,3 +137,11 @@ def delete_old_teacher(run: Run, t: int) -> None:
     run.store.delete(layout.teacher_optimizer(old))
     if old not in spec.keepSteps:
         run.store.delete(layout.teacher_checkpoint(old))
+
+
+def sample_questions(run: Run, t: int, count: int, seed: int) -> list[dict]:
+    """`count` (question, answer) pairs from the teacher after step t (t = 0: the base model,
+    Base-T), for a fresh student to be evaluated on (the paper samples 128)."""
+    model, tokenizer = load_teacher(run, t)
+    pairs, _ = sample_pairs(run, model, tokenizer, count, seed, f"sample-questions step {t}")
+    return [{"question": p["question"], "answer": p["answer"]} for p in pairs]
