@@ -2,13 +2,21 @@
 
 Difficulty is the number of digits of each operand. A student's worked solution adds the columns
 least-significant digit first, one short step per column with the carry written out:
-`47+85` is solved as ` 7+5+0=12,4+8+1=13 \\boxed{132}`. Every step is a one-digit fact plus a copy,
-so a 0.3M-parameter model learns the procedure in a few hundred steps, yet fails on numbers longer
-than it was trained on: the domain has a genuine hard split.
+`47+85` is solved as ` 7+5+0=12,4+8+1=13 \\boxed{132}`. Every step is a one-digit fact plus a copy.
+
+What makes problems hard is one digit. A *rare column* is one that holds RARE_DIGIT (`7+5`,
+`0+7`). The builtin tiny model's student lines hold rare columns only very rarely
+(soar.tinymodel), so its column procedure is unsure of their facts: a 4-digit sum that is mostly
+rare columns is never right in k samples (the hard split), while a one-digit sum holding the rare
+digit is right now and then (a stepping stone RLOO can learn from, and the facts it teaches are
+the ones every hard problem needs). The teacher writes one-digit sums with their answers and no
+column work, from a corpus where every digit is equally likely: about one problem in five it
+writes is a stepping stone, and its answers are right far more often than the student's own work.
 """
 
 import random
 import re
+from collections.abc import Callable
 
 from soar.prompts import Domain
 
@@ -19,31 +27,76 @@ ARITH = Domain(
 )
 
 QUESTION_FORMAT = re.compile(r"(\d+)\+(\d+)")
-# Where the builtin tiny model (soar.tinymodel) is weak: it saw 5-digit sums rarely in training,
-# and 6-digit ones never. A fail@k filter over a pool drawn here leaves a genuine hard split.
-HARD_DIFFICULTIES = (5, 6)
+RARE_DIGIT = 7
+# The hard pool: 4-digit sums (the longest the tiny model learns) with 3 columns in 4 rare. A
+# fail@k filter over it leaves a genuine hard split: sums the model adds column by column, but
+# for the rare digit's facts.
+HARD_DIFFICULTIES = (4,)
+HARD_RARE_RATE = 0.75
+
+# Draws a column's two digits, given whether it is the leading column (no zeros there).
+PairDrawer = Callable[[random.Random, bool], tuple[int, int]]
 
 
-def make_problem(rng: random.Random, difficulty: int) -> dict:
-    """A sum of two numbers with `difficulty` digits each (no leading zeros), with its answer."""
+def uniform_pair(rng: random.Random, leading: bool) -> tuple[int, int]:
+    low = 1 if leading else 0
+    return rng.randint(low, 9), rng.randint(low, 9)
+
+
+def is_rare(x: int, y: int) -> bool:
+    """A column whose facts the tiny model's student lines hardly ever show."""
+    return RARE_DIGIT in (x, y)
+
+
+def rare_rate_pair(rate: float) -> PairDrawer:
+    """Columns that are rare with probability `rate`, each uniform among its kind."""
+
+    def draw(rng: random.Random, leading: bool) -> tuple[int, int]:
+        want_rare = rng.random() < rate
+        while True:
+            x, y = uniform_pair(rng, leading)
+            if is_rare(x, y) == want_rare:
+                return x, y
+
+    return draw
+
+
+def make_problem(rng: random.Random, difficulty: int, pair: PairDrawer = uniform_pair) -> dict:
+    """A sum of two numbers with `difficulty` digits each (no leading zeros), with its answer.
+
+    `pair` draws each column's digits, least significant first; the default makes each operand
+    uniform over the numbers with that many digits."""
     if difficulty < 1:
         raise ValueError(f"difficulty must be >= 1, got {difficulty}")
-    low = 0 if difficulty == 1 else 10 ** (difficulty - 1)
-    a = rng.randint(low, 10**difficulty - 1)
-    b = rng.randint(low, 10**difficulty - 1)
+    columns = [pair(rng, difficulty > 1 and i == difficulty - 1) for i in range(difficulty)]
+    a = int("".join(str(x) for x, _ in reversed(columns)))
+    b = int("".join(str(y) for _, y in reversed(columns)))
     return {"question": f"{a}+{b}", "answer": str(a + b), "difficulty": difficulty}
 
 
-def column_steps(question: str) -> list[str]:
-    """`x+y+carry=sum` per column, least significant first; the shorter operand is padded with 0."""
+def operand_columns(question: str) -> list[tuple[int, int]]:
+    """The digit pairs of a sum, least significant first; the shorter operand is padded with 0."""
     match = QUESTION_FORMAT.fullmatch(question.strip())
     if match is None:
         raise ValueError(f"not a sum of two whole numbers: {question!r}")
     a, b = (digits[::-1] for digits in match.groups())
+    return [
+        (int(a[i]) if i < len(a) else 0, int(b[i]) if i < len(b) else 0)
+        for i in range(max(len(a), len(b)))
+    ]
+
+
+def rare_columns(question: str) -> int:
+    """How many columns of a sum hold the rare digit (0 for text that is not a sum)."""
+    if QUESTION_FORMAT.fullmatch(question.strip()) is None:
+        return 0
+    return sum(is_rare(x, y) for x, y in operand_columns(question))
+
+
+def column_steps(question: str) -> list[str]:
+    """`x+y+carry=sum` per column, least significant first; the shorter operand is padded with 0."""
     steps, carry = [], 0
-    for i in range(max(len(a), len(b))):
-        x = int(a[i]) if i < len(a) else 0
-        y = int(b[i]) if i < len(b) else 0
+    for x, y in operand_columns(question):
         total = x + y + carry
         steps.append(f"{x}+{y}+{carry}={total}")
         carry = total // 10
@@ -56,13 +109,13 @@ def solution_text(question: str, answer: str) -> str:
 
 
 def teacher_text(question: str, answer: str) -> str:
-    """The teacher's output: the tagged problem, with its column work between the tags.
+    """The teacher's output: the tagged problem and its answer, without column work.
 
-    The work sits outside both tags (parse_teacher_output ignores it) and lets the teacher's
-    answers be as accurate as the model's own sums: a tiny model cannot add long numbers in one go.
+    The teacher recalls one-digit sums whole, so its answers do not go through the student's
+    column procedure and its weak rare-digit facts: they are a better reference than the
+    student's own samples, which RLOO needs to learn anything from them.
     """
-    work = ",".join(column_steps(question))
-    return f"<question>{question}</question> {work} <answer>\\boxed{{{answer}}}</answer>"
+    return f"<question>{question}</question> <answer>\\boxed{{{answer}}}</answer>"
 
 
 def distinct_problems(difficulty: int) -> int:
@@ -74,16 +127,18 @@ def distinct_problems(difficulty: int) -> int:
 def build_arith_pool(
     n: int, seed: int, difficulties: tuple[int, ...] = HARD_DIFFICULTIES
 ) -> list[dict]:
-    """n distinct problems, spread evenly over the difficulties, for a fail@k filter to sift."""
+    """n distinct problems, spread evenly over the difficulties, each column rare with
+    probability HARD_RARE_RATE, for a fail@k filter to sift."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]
     if too_few:
         raise ValueError(f"cannot draw {per_difficulty} distinct problems of difficulty {too_few}")
     rng = random.Random(seed)
+    pair = rare_rate_pair(HARD_RARE_RATE)
     pool: list[dict] = []
     seen: set[str] = set()
     while len(pool) < n:
-        problem = make_problem(rng, difficulties[len(pool) % len(difficulties)])
+        problem = make_problem(rng, difficulties[len(pool) % len(difficulties)], pair)
         if problem["question"] not in seen:
             seen.add(problem["question"])
             pool.append(problem)

@@ -1,10 +1,12 @@
 """The recipe for the builtin tiny model: a 0.27M-parameter Llama trained from scratch on arith.
 
 A random model never writes the teacher's tagged format, so rejection sampling would never end.
-This recipe trains, in a few minutes on 2 CPU cores, a model that writes that format, solves short
-sums greedily and fails long ones. The corpus is generated on the fly from the recipe's seed:
-teacher lines (teacher prompt, then a problem in the tagged format with its column work) and
-student lines (student prompt, then the worked solution), with the loss on completions only.
+This recipe trains, in about three minutes on one CPU core, a model that writes that format, adds
+sums of up to 4 digits column by column, and hardly knows the column facts of soar.arith's rare
+digit (the testbed of benchmarks/testbed.py). The corpus is generated on the fly from the
+recipe's seed: teacher lines (teacher prompt, then a one-digit problem in the tagged format with
+its answer, every digit equally likely) and student lines (student prompt, then the worked
+solution, rare-digit columns kept at student_rare_rate), with the loss on completions only.
 soar.models caches the result under checkpoint_name(), a content hash.
 """
 
@@ -23,7 +25,7 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from soar.arith import ARITH, make_problem, solution_text, teacher_text
+from soar.arith import ARITH, make_problem, rare_rate_pair, solution_text, teacher_text
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,14 @@ class TinyRecipe:
     lr: float = 3e-3
     warmup_steps: int = 50
     teacher_fraction: float = 0.25
-    teacher_difficulties: tuple[int, ...] = (1, 2, 3, 4)
-    # Weights of student difficulties 1, 2, ...: longer sums are rarer, and 6 digits never occur.
-    student_difficulty_weights: tuple[float, ...] = (1, 2, 3, 3, 1)
+    # One-digit sums: few enough (100) that the model recalls their answers whole.
+    teacher_difficulties: tuple[int, ...] = (1,)
+    # Weights of student difficulties 1, 2, ...: sums of up to 4 digits.
+    student_difficulty_weights: tuple[float, ...] = (1, 2, 3, 3)
+    # Share of student columns that hold soar.arith.RARE_DIGIT (uniform digits: 0.19). Rare
+    # enough that the model's column facts for it are mostly wrong, not so rare that they are
+    # never right: the domain's hard split and its stepping stones both come from this.
+    student_rare_rate: float = 0.0015
 
 
 RECIPE = TinyRecipe()
@@ -86,7 +93,7 @@ def corpus_line(rng: random.Random, recipe: TinyRecipe) -> tuple[str, str]:
         return ARITH.teacher_prompt, teacher_text(problem["question"], problem["answer"])
     difficulties = range(1, len(recipe.student_difficulty_weights) + 1)
     difficulty = rng.choices(difficulties, weights=recipe.student_difficulty_weights)[0]
-    problem = make_problem(rng, difficulty)
+    problem = make_problem(rng, difficulty, rare_rate_pair(recipe.student_rare_rate))
     return ARITH.student_prompt(problem["question"]), solution_text(
         problem["question"], problem["answer"]
     )

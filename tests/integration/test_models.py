@@ -7,7 +7,7 @@ import random
 import torch
 
 from soar import models, tinymodel
-from soar.arith import ARITH, build_arith_pool, make_problem
+from soar.arith import ARITH, make_problem, rare_columns
 from soar.prompts import last_boxed, parse_teacher_output
 from soar.sampler import TransformersSampler
 
@@ -39,26 +39,24 @@ def test_tiny_model_writes_the_teacher_format(tiny_sampler):
     assert len({pair.question for pair in pairs if pair}) >= 50  # samples, not one memorised line
 
 
-def test_tiny_model_solves_short_sums_and_some_longer_ones(tiny_sampler):
+def problems_by_rare_digit(rng: random.Random, difficulty: int) -> tuple[list[dict], list[dict]]:
+    """40 sums of `difficulty` digits without the rare digit, and 40 with it somewhere."""
+    plain: list[dict] = []
+    rare: list[dict] = []
+    while len(plain) < 40 or len(rare) < 40:
+        problem = make_problem(rng, difficulty)
+        (rare if rare_columns(problem["question"]) else plain).append(problem)
+    return plain[:40], rare[:40]
+
+
+def test_tiny_model_adds_columns_except_the_rare_digit(tiny_sampler):
+    # measured greedy accuracy without / with a 7: 1 digit 1.0 / 0.43, 2 digits 1.0 / 0.13,
+    # 4 digits 0.95 / 0.05 (soar/arith.py: the student's lines hardly ever hold a 7)
     rng = random.Random(11)
-    assert greedy_accuracy(tiny_sampler, [make_problem(rng, 1) for _ in range(40)]) >= 0.9
-    assert greedy_accuracy(tiny_sampler, [make_problem(rng, 2) for _ in range(40)]) >= 0.9
-    assert 0.2 <= greedy_accuracy(tiny_sampler, [make_problem(rng, 5) for _ in range(40)]) <= 0.9
-
-
-def test_hard_pool_leaves_a_fail_at_k_split(tiny_sampler):
-    """6-digit sums always fail; some 5-digit ones fail 16 samples too, others do not."""
-    pool = build_arith_pool(48, seed=5)
-    prompts = [ARITH.student_prompt(p["question"]) for p in pool]
-    outputs = tiny_sampler.generate(prompts, n=16, temperature=1.0, max_new_tokens=96, seed=2)
-    failed = [
-        p["difficulty"]
-        for out, p in zip(outputs, pool, strict=True)
-        if not any(last_boxed(o.text) == p["answer"] for o in out)
-    ]
-    assert failed.count(6) == 24
-    assert 1 <= failed.count(5) <= 20
-    assert greedy_accuracy(tiny_sampler, [p for p in pool if p["difficulty"] == 6]) == 0
+    for difficulty, rare_at_most in [(1, 0.8), (2, 0.5), (4, 0.3)]:
+        plain, rare = problems_by_rare_digit(rng, difficulty)
+        assert greedy_accuracy(tiny_sampler, plain) >= 0.85, difficulty
+        assert greedy_accuracy(tiny_sampler, rare) <= rare_at_most, difficulty
 
 
 def test_second_load_comes_from_the_cache(tiny, monkeypatch):

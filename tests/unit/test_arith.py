@@ -4,9 +4,14 @@ import pytest
 
 from soar.arith import (
     ARITH,
+    HARD_DIFFICULTIES,
+    HARD_RARE_RATE,
+    RARE_DIGIT,
     build_arith_pool,
     column_steps,
     make_problem,
+    rare_columns,
+    rare_rate_pair,
     solution_text,
     teacher_text,
 )
@@ -79,3 +84,32 @@ def test_pool_is_distinct_deterministic_and_spread_over_difficulties():
 def test_pool_larger_than_the_difficulty_allows_is_refused():
     with pytest.raises(ValueError, match="distinct"):
         build_arith_pool(101, seed=0, difficulties=(1,))
+
+
+def test_rare_columns_counts_columns_that_hold_the_rare_digit():
+    assert RARE_DIGIT == 7
+    assert rare_columns("47+85") == 1
+    assert rare_columns("77+70") == 2
+    assert rare_columns("12+34") == 0
+    assert rare_columns("7*8") == 0
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_rare_rate_pair_draws_only_the_kind_asked_for(rate):
+    rng = random.Random(0)
+    for _ in range(50):
+        problem = make_problem(rng, 3, rare_rate_pair(rate))
+        assert rare_columns(problem["question"]) == (3 if rate else 0)
+        assert len(problem["question"].split("+")[0]) == 3  # no leading zero
+
+
+def test_hard_pool_is_mostly_rare_columns():
+    pool = build_arith_pool(200, seed=0)
+    columns = [rare_columns(p["question"]) for p in pool]
+    share = sum(columns) / (len(pool) * HARD_DIFFICULTIES[0])
+    assert abs(share - HARD_RARE_RATE) < 0.05
+    assert {p["difficulty"] for p in pool} == set(HARD_DIFFICULTIES)
+
+
+def test_teacher_text_has_no_column_work():
+    assert teacher_text("7+5", "12") == "<question>7+5</question> <answer>\\boxed{12}</answer>"

@@ -1,0 +1,253 @@
+"""Is the builtin tiny model a testbed where SOAR's effect can appear? Measures it, as numbers.
+
+The domain (soar.arith): the tiny model adds sums column by column but hardly knows the column
+facts of one rare digit. Hard problems are 4-digit sums full of it (fail@k); one-digit sums that
+hold it are stepping stones; the teacher writes one-digit sums, some of them stepping stones.
+
+    .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 3e-4]
+                                           [--long-steps 160] [--reward-questions 96]
+
+Prints, with the wall time of each part:
+(a) the hard split: pool size, fail@k survivors; Hard-Only (fresh student, RLOO on hard train
+    for --long-steps) greedy accuracy on hard test;
+(b) one inner loop on stepping stones (teacher's answers as reference): the change of greedy
+    accuracy on Q_R; curriculum (stepping stones for 64 steps, then hard train) on hard test;
+(c) the base teacher: valid outputs, share that are stepping stones, accuracy of its answers,
+    the base student's sampled success on its stepping stones;
+(d) the student reward R = acc' - acc on Q_R over --repeats inner loops: mean and standard
+    deviation for stepping-stone datasets and for easy datasets (the teacher's other problems);
+    and the cost of one RLOO step, one inner loop, one greedy grading of Q_R.
+One torch thread: on a shared 2-core machine more threads only slow small matmuls down.
+"""
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from soar.arith import ARITH, build_arith_pool, rare_columns  # noqa: E402
+from soar.grading import (  # noqa: E402
+    answer_checker,
+    greedy_correct,
+    sampled_correct,
+    shaped_rewards,
+)
+from soar.hardset import build_hard_set  # noqa: E402
+from soar.models import load_model  # noqa: E402
+from soar.prompts import parse_teacher_output  # noqa: E402
+from soar.sampler import TransformersSampler  # noqa: E402
+from soar.student import train_rloo  # noqa: E402
+
+FAIL_K = 16
+MAX_NEW_TOKENS = 64
+CURRICULUM_STEPS = 64
+DATASET_SIZE = 32
+
+
+def sampler(model, tokenizer) -> TransformersSampler:
+    return TransformersSampler(model, tokenizer, batch_size=256)
+
+
+def accuracy(model, tokenizer, questions: list[dict], check) -> float:
+    correct = greedy_correct(
+        sampler(model, tokenizer),
+        questions,
+        domain=ARITH,
+        max_new_tokens=MAX_NEW_TOKENS,
+        check=check,
+    )
+    return statistics.fmean(correct)
+
+
+def true_answer(question: str) -> str:
+    """The right sum (the teacher's answers may be wrong)."""
+    a, b = question.split("+")
+    return str(int(a) + int(b))
+
+
+def true_answer_or_none(question: str) -> str | None:
+    """The right sum, or None when the question is not a sum of two whole numbers."""
+    parts = question.split("+")
+    return true_answer(question) if len(parts) == 2 and all(p.isdigit() for p in parts) else None
+
+
+def teacher_problems(model, tokenizer, n: int, seed: int) -> list[dict]:
+    """The base teacher's valid outputs (tags, a box, a sum) as {"question", "answer"}."""
+    outputs = sampler(model, tokenizer).generate(
+        [ARITH.teacher_input(tokenizer)], n=n, temperature=1.0, max_new_tokens=48, seed=seed
+    )[0]
+    pairs = [parse_teacher_output(o.text) for o in outputs]
+    valid = [p for p in pairs if p is not None and true_answer_or_none(p.question)]
+    return [{"question": p.question, "answer": p.answer} for p in valid]
+
+
+def train(model, tokenizer, questions, check, *, steps, lr, seed, start_step=0, **carry):
+    return train_rloo(
+        model,
+        tokenizer,
+        questions,
+        domain=ARITH,
+        reward_fn=lambda completions, refs: shaped_rewards(check, completions, refs),
+        steps=steps,
+        batch_questions=8,
+        group_size=8,
+        max_new_tokens=MAX_NEW_TOKENS,
+        temperature=1.0,
+        lr=lr,
+        kl_coef=0.001,
+        seed=seed,
+        start_step=start_step,
+        **carry,
+    )
+
+
+def inner_loop_rewards(base, tokenizer, datasets, reward_q, check, args) -> tuple[list, float]:
+    """R = acc' - acc on Q_R for one inner loop per dataset; and the mean loop's seconds."""
+    acc = accuracy(base, tokenizer, reward_q, check)
+    rewards, seconds = [], []
+    for i, dataset in enumerate(datasets):
+        student = copy.deepcopy(base)
+        start = time.perf_counter()
+        train(student, tokenizer, dataset, check, steps=args.inner_steps, lr=args.lr, seed=i)
+        seconds.append(time.perf_counter() - start)
+        rewards.append(accuracy(student, tokenizer, reward_q, check) - acc)
+    return rewards, statistics.fmean(seconds)
+
+
+def long_run(base, tokenizer, phases, test, check, lr: float) -> float:
+    """A fresh student trained through phases [(questions, steps)] with one optimizer and one
+    cosine schedule (as soar's fresh-student runs); its greedy accuracy on hard test."""
+    student = copy.deepcopy(base)
+    total = sum(steps for _, steps in phases)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, 0, total)
+    step = 0
+    for questions, steps in phases:
+        train(
+            student,
+            tokenizer,
+            questions,
+            check,
+            steps=steps,
+            lr=lr,
+            seed=0,
+            start_step=step,
+            optimizer=optimizer,
+            schedule=schedule,
+        )
+        step += steps
+    return accuracy(student, tokenizer, test, check)
+
+
+def describe(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    each = ", ".join(f"{v:+.3f}" for v in values)
+    return f"mean {statistics.fmean(values):+.3f} sd {spread:.3f} ({each})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-arith")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--inner-steps", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--long-steps", type=int, default=160)
+    parser.add_argument("--reward-questions", type=int, default=96)
+    parser.add_argument("--pool", type=int, default=320)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base, tokenizer = load_model(args.model, device="cpu")
+
+    with answer_checker() as check:
+        start = time.perf_counter()
+        pool = build_arith_pool(args.pool, seed=0)
+        train_q, test_q = build_hard_set(
+            sampler(base, tokenizer),
+            ARITH,
+            pool,
+            k=FAIL_K,
+            max_new_tokens=MAX_NEW_TOKENS,
+            temperature=1.0,
+            seed=1,
+            checker=check,
+        )
+        print(
+            f"(a) hard split: {len(train_q) + len(test_q)}/{len(pool)} pool problems fail@{FAIL_K}"
+            f" (train {len(train_q)}, test {len(test_q)}) [{time.perf_counter() - start:.0f} s]"
+        )
+        reward_q = train_q[: args.reward_questions]
+        start = time.perf_counter()
+        base_test = accuracy(base, tokenizer, test_q, check)
+        grading = time.perf_counter() - start
+        start = time.perf_counter()
+        base_qr = accuracy(base, tokenizer, reward_q, check)
+        print(
+            f"    base greedy: hard test {base_test:.3f}, Q_R ({len(reward_q)}) {base_qr:.3f}"
+            f" [grading Q_R: {time.perf_counter() - start:.2f} s]"
+        )
+
+        start = time.perf_counter()
+        problems = teacher_problems(base, tokenizer, 1024, seed=2)
+        stones = [p for p in problems if rare_columns(p["question"])]
+        easy = [p for p in problems if not rare_columns(p["question"])]
+        right = statistics.fmean(true_answer(p["question"]) == p["answer"] for p in stones)
+        rows = sampled_correct(
+            sampler(base, tokenizer),
+            stones,
+            domain=ARITH,
+            n=16,
+            temperature=1.0,
+            max_new_tokens=MAX_NEW_TOKENS,
+            check=check,
+        )
+        rates = [statistics.fmean(row) for row in rows]
+        print(
+            f"(c) teacher: {len(problems)}/1024 valid, {len(stones) / len(problems):.3f} stepping "
+            f"stones (its answers right {right:.3f}); base student's sampled success on them "
+            f"{statistics.fmean(rates):.3f}, strictly between 0 and 1 on "
+            f"{statistics.fmean(0 < r < 1 for r in rates):.2f} of them "
+            f"[{time.perf_counter() - start:.0f} s]"
+        )
+
+        def datasets(pool_: list[dict]) -> list[list[dict]]:
+            return [pool_[i * DATASET_SIZE : (i + 1) * DATASET_SIZE] for i in range(args.repeats)]
+
+        stone_r, loop_s = inner_loop_rewards(
+            base, tokenizer, datasets(stones), reward_q, check, args
+        )
+        easy_r, _ = inner_loop_rewards(base, tokenizer, datasets(easy), reward_q, check, args)
+        print(f"(b,d) R on Q_R after {args.inner_steps} steps, lr {args.lr}:")
+        print(f"    stepping-stone datasets: {describe(stone_r)}")
+        print(f"    easy datasets:           {describe(easy_r)}")
+        print(
+            f"    one inner loop {loop_s:.1f} s; one RLOO step {loop_s / args.inner_steps:.2f} s"
+            f"; greedy grading of hard test ({len(test_q)}) {grading:.2f} s"
+        )
+
+        start = time.perf_counter()
+        hard_only = long_run(base, tokenizer, [(train_q, args.long_steps)], test_q, check, args.lr)
+        rest = args.long_steps - CURRICULUM_STEPS
+        curriculum = long_run(
+            base,
+            tokenizer,
+            [(stones, CURRICULUM_STEPS), (train_q, rest)],
+            test_q,
+            check,
+            args.lr,
+        )
+        print(
+            f"(a,b) hard test greedy after {args.long_steps} steps: Hard-Only {hard_only:.3f}, "
+            f"curriculum ({CURRICULUM_STEPS} stepping stones + {rest} hard) {curriculum:.3f} "
+            f"(base {base_test:.3f}) [{time.perf_counter() - start:.0f} s]"
+        )
+
+
+if __name__ == "__main__":
+    main()
