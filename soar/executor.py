@@ -1,14 +1,11 @@
-"""The local executor: runs planned stages as subprocesses, a few at a time, until the run is done.
+"""The local executor: runs planned stages in warm worker processes (soar/worker.py), a few at a
+time, until the run is done.
 
 It keeps no state of its own: each loop asks the planner what the store still lacks, so killing
 it at any moment and starting it again continues the run without redoing completed stages.
 """
 
-import ctypes
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +18,7 @@ from soar.planner import Stage, plan
 from soar.runstate import completed, init_store
 from soar.spec import SoarRun, SoarRunSpec
 from soar.store import Store, StoreError, open_store, read_json
+from soar.worker import Worker
 
 LOG_TAIL_LINES = 15
 
@@ -38,14 +36,9 @@ def store_uri(run: SoarRun, cwd: Path) -> str:
     return run.spec.storage.uri or (cwd / run.metadata.name).resolve().as_uri()
 
 
-def _die_with_parent() -> None:
-    """Children get SIGKILL when the executor dies, so a killed run leaves no stray writers."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class LocalExecutor:
-    """Runs `python -m soar stage ...` subprocesses with bounded parallelism."""
+    """Runs the planner's `soar stage ...` command lines with bounded parallelism, each in a warm
+    worker: at most `parallelism` workers, started as needed and kept until the run ends."""
 
     def __init__(
         self,
@@ -62,19 +55,17 @@ class LocalExecutor:
         self.on_event = on_event
         self.logs = Path(tempfile.mkdtemp(prefix="soar-logs-"))
 
-    def _start(self, stage: Stage) -> tuple[subprocess.Popen, Path]:
+    def _start(self, stage: Stage, idle: list[Worker]) -> tuple[Worker, Path]:
         log = self.logs / (stage.key.replace("/", "_") + ".log")
-        argv = [sys.executable, "-m", "soar", *stage.argv(self.store.uri)[1:]]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
+        log.write_bytes(b"")
+        worker = _hand_over(idle, stage.argv(self.store.uri)[1:], log)
         self.on_event("started", stage, {})
-        return proc, log
+        return worker, log
 
     def run(self) -> None:
         """Run until the planner has nothing left; raise ExecutorError on the first failure."""
-        running: dict[Stage, tuple[subprocess.Popen, Path]] = {}
+        idle: list[Worker] = []
+        running: dict[Stage, tuple[Worker, Path]] = {}
         renewed = time.monotonic()
         try:
             while True:
@@ -85,17 +76,21 @@ class LocalExecutor:
                 if not ready and not running:
                     return
                 for stage in ready[: self.parallelism - len(running)]:
-                    running[stage] = self._start(stage)
+                    running[stage] = self._start(stage, idle)
                 time.sleep(0.05)
-                for stage, (proc, log) in list(running.items()):
-                    if proc.poll() is None:
+                for stage, (worker, log) in list(running.items()):
+                    code = worker.poll()
+                    if code is None:
                         continue
                     del running[stage]
-                    self._finish(stage, proc.returncode, log)
+                    if worker.alive:
+                        idle.append(worker)
+                    else:
+                        worker.stop()  # closes its socket; the stage killed it
+                    self._finish(stage, code, log)
         finally:
-            for proc, _ in running.values():
-                proc.kill()
-                proc.wait()
+            for worker in idle + [worker for worker, _ in running.values()]:
+                worker.stop()
 
     def _finish(self, stage: Stage, code: int, log: Path) -> None:
         """Copy the stage's log into the store (kept here when the store cannot take it: a full
@@ -117,6 +112,19 @@ class LocalExecutor:
             raise ExecutorError(f"stage {stage.key} failed (exit {code}): {detail}{log_note}", code)
         manifest = read_json(self.store, layout.done(stage.key))
         self.on_event("finished", stage, manifest)
+
+
+def _hand_over(idle: list[Worker], argv: list[str], log: Path) -> Worker:
+    """An idle worker that takes the command, or a fresh one: a worker can die while idle (the
+    OOM killer picks large processes)."""
+    while idle:
+        worker = idle.pop()
+        if worker.start(argv, log):
+            return worker
+        worker.stop()
+    worker = Worker()
+    worker.start(argv, log)  # one that dies at once ends the stage with its exit status
+    return worker
 
 
 def open_run(

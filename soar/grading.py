@@ -2,6 +2,8 @@
 correctness (pass@k, learnability, fail@k hard sets). Every answer is the completion's last
 \\boxed{} content, checked against its reference by the math verifier's worker processes."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from statistics import fmean
 from typing import TYPE_CHECKING
 
@@ -68,9 +70,39 @@ def _shaped_reward(answer: str | None, reference: str, verified: bool) -> float:
     return REWARD_BOXED
 
 
-def answer_checker() -> AnswerChecker:
-    """The stages' checker: one worker process, 5 s per answer before it counts as wrong."""
-    return AnswerChecker(workers=1, timeout_s=5.0)
+# Inside keep_answer_checker(): the checker every answer_checker() hands out, once started.
+_kept: list[AnswerChecker] | None = None
+
+
+@contextmanager
+def answer_checker() -> Iterator[AnswerChecker]:
+    """The stages' checker: one worker process, 5 s per answer before it counts as wrong. Inside
+    keep_answer_checker() it is one shared checker, left running when the `with` ends."""
+    if _kept is None:
+        with AnswerChecker(workers=1, timeout_s=5.0) as check:
+            yield check
+        return
+    if _kept and not _kept[0].worker_pids:  # a batch that raised closed it
+        _kept.clear()
+    if not _kept:
+        _kept.append(AnswerChecker(workers=1, timeout_s=5.0))
+    yield _kept[0]
+
+
+@contextmanager
+def keep_answer_checker() -> Iterator[None]:
+    """Let every stage run in this block share one checker: starting one costs ~0.4 s and a
+    student stage uses two, which a warm stage worker (soar/worker.py) would pay per stage. It
+    starts on first use, inside a stage, so a broken math-verify fails that stage as before (its
+    processes then keep that stage's stdout and stderr)."""
+    global _kept
+    _kept = []
+    try:
+        yield
+    finally:
+        for check in _kept:
+            check.close()
+        _kept = None
 
 
 def sampled_correct(
