@@ -5,8 +5,6 @@ to what the run stored."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from soar.runstate import init_store
 from soar.stages.runner import run_stage
 from soar.store import FileStore
 from tests.support.manifests import merge, soarrun, write_manifest
-from tests.support.runs import soar
+from tests.support.runs import soar, start_run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,15 +103,8 @@ def test_a_run_killed_mid_training_resumes_to_the_same_student(uninterrupted, tm
     spec = merge(HARD_ONLY, {"freshStudent": {"segmentSteps": 3}})
     manifest = write_manifest(tmp_path, soarrun("killed", spec))
     store = tmp_path / "killed"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "soar", "run", str(manifest)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 600
-    while not (store / layout.done("1/train")).exists() and time.time() < deadline:
-        time.sleep(0.02)
+    first = start_run(manifest, tmp_path)
+    assert wait_for(store / layout.done("1/train"), first, 600)
     time.sleep(1.0)  # train stage 2 is loading or training now
     os.kill(first.pid, signal.SIGKILL)
     first.wait()

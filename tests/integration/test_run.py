@@ -3,9 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from soar.sampler import TransformersSampler
 from soar.store import FileStore
 from tests.support.manifests import TINY, decisions, merge
 from tests.support.models import tiny_llama
-from tests.support.runs import checkpoint_files, soar, tiny_manifest
+from tests.support.runs import checkpoint_files, soar, start_run, tiny_manifest, wait_for
 
 
 @pytest.mark.slow
@@ -113,16 +110,9 @@ def test_resume_after_sigkill_gives_the_same_records(finished_run, tmp_path):
     store = tmp_path / "e2e"
     kills = 0
     stages = [Stage("student", 1, 0), Stage("teacher-update", 1), Stage("baseline", 2)]
-    for wait_for in [layout.done(stage.key) for stage in stages]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "soar", "run", str(manifest)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 300
-        while not (store / wait_for).exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
+    for done in [layout.done(stage.key) for stage in stages]:
+        proc = start_run(manifest, tmp_path)
+        wait_for(store / done, proc, 300)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1

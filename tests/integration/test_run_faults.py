@@ -5,7 +5,6 @@ endpoint that only the spec names. Each is named in one line and loses nothing."
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from soar import layout
 from tests.support.manifests import TINY, decisions, merge, soarrun, write_manifest
-from tests.support.runs import soar, tiny_manifest
+from tests.support.runs import soar, start_run, tiny_manifest, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +33,8 @@ def copy_run(finished_run: Path, folder: Path) -> tuple[Path, Path]:
 def test_a_second_executor_is_refused_and_the_first_is_undisturbed(finished_run, tmp_path):
     manifest = tiny_manifest(tmp_path)
     store = tmp_path / "e2e"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "soar", "run", str(manifest)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while not (store / layout.lease(1)).exists() and time.time() < deadline:
-        time.sleep(0.05)
+    first = start_run(manifest, tmp_path, stderr=subprocess.PIPE, text=True)
+    wait_for(store / layout.lease(1), first, 120)
     second = soar("run", str(manifest), cwd=tmp_path)
     assert second.returncode == 1
     line = error_line(second)
@@ -105,16 +96,9 @@ def test_a_data_path_typo_can_be_fixed_after_prepare_failed(tmp_path):
         tmp_path,
         soarrun("e2e", merge(TINY, {"steps": 1}), data=data | {"hardTrain": "train.jsonl"}),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "soar", "run", str(fixed)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_run(fixed, tmp_path)
     done = tmp_path / "e2e" / layout.done("prepare")
-    deadline = time.time() + 120
-    while not done.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(done, proc, 120)
     proc.kill()
     proc.wait()
     assert done.exists()
@@ -201,14 +185,7 @@ def test_an_s3_outage_longer_than_the_retry_window_fails_and_resumes(
     storage = {"uri": f"s3://{bucket}/e2e", "endpoint": proxy.url, "retrySeconds": 5}
     manifest = tiny_manifest(tmp_path, storage=storage)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "soar", "run", str(manifest)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_run(manifest, tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     marker = f"e2e/{layout.done('1/baseline')}"
     deadline = time.time() + 600
     while run.poll() is None and time.time() < deadline:

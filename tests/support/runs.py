@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from soar import layout
@@ -20,6 +21,22 @@ def soar(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "soar", *args], cwd=cwd, capture_output=True, text=True, **kw
     )
+
+
+def start_run(manifest: Path, cwd: Path, **popen) -> subprocess.Popen:
+    """`soar run manifest` in the background; its output is discarded unless `popen` says."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} | popen
+    return subprocess.Popen(
+        [sys.executable, "-m", "soar", "run", str(manifest)], cwd=cwd, **options
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether `path` appeared before `proc` ended and within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    return path.exists()
 
 
 def checkpoint_files(store: Path, prefix: str) -> dict[str, dict]:
