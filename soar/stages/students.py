@@ -127,7 +127,7 @@ def save_student(run: Run, t: int, index: int, model, tokenizer) -> None:
     save_checkpoint(run.store, layout.student_model(t, index), model, tokenizer, adapter_base=base)
 
 
-def promote(run: Run, t: int, index: int, dataset: int | None, number: int) -> str:
+def promote(run: Run, t: int, index: int, dataset: int, number: int) -> str:
     """Student `index` of step t becomes promoted student `number` (merged if LoRA) and its
     dataset joins PQ. Returns the new baseline's checkpoint."""
     target = layout.promoted_student(number)
@@ -138,14 +138,13 @@ def promote(run: Run, t: int, index: int, dataset: int | None, number: int) -> s
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         save_checkpoint(run.store, target, model, tokenizer)
-    if dataset is not None:
-        rows = [
-            {"step": t, "dataset": dataset, "question": c["question"], "answer": c["answer"]}
-            for c in run.candidates(t, dataset=dataset)
-        ]
-        write_jsonl(run.store, layout.pq_part(t), rows)
-        parts = sorted(
-            run.store.list(layout.PQ_PARTS), key=lambda k: int(k.split("/")[-1].split(".")[0])
-        )
-        write_jsonl(run.store, layout.PQ, [row for k in parts for row in read_jsonl(run.store, k)])
+    rows = [
+        {"step": t, "dataset": dataset, "question": c["question"], "answer": c["answer"]}
+        for c in run.candidates(t, dataset=dataset)
+    ]
+    write_jsonl(run.store, layout.pq_part(t), rows)
+    parts = sorted(
+        run.store.list(layout.PQ_PARTS), key=lambda k: int(k.split("/")[-1].split(".")[0])
+    )
+    write_jsonl(run.store, layout.PQ, [row for k in parts for row in read_jsonl(run.store, k)])
     return target
