@@ -17,6 +17,11 @@ MATH_SUBJECTS = (
 # role, the task, the subjects, the requirements, the output format. It names no problem, so
 # nothing but the teacher's own weights shapes what it writes; the format is the one
 # parse_teacher_output reads.
+# The format line's placeholders: a teacher that copies them has written no problem (the
+# verifier parses "the final answer" as an expression), so parse_teacher_output refuses them.
+PLACEHOLDER_QUESTION = "the problem statement"
+PLACEHOLDER_ANSWER = "the final answer"
+
 MATH_TEACHER_PROMPT = (
     "You write practice problems that will be used to train a student model in mathematics.\n"
     "\n"
@@ -33,7 +38,7 @@ MATH_TEACHER_PROMPT = (
     "\n"
     "Output format: you may reason first, outside the tags. Then write the problem and its "
     "final answer exactly as\n"
-    "<question>the problem statement</question><answer>\\boxed{the final answer}</answer>\n"
+    f"<question>{PLACEHOLDER_QUESTION}</question><answer>\\boxed{{{PLACEHOLDER_ANSWER}}}</answer>\n"
 )
 
 MATH_STUDENT_PREAMBLE = (
@@ -122,4 +127,6 @@ def parse_teacher_output(text: str) -> TeacherPair | None:
     answer = last_boxed(a.group(1))
     if not question or answer is None or not answer.strip():
         return None
+    if question == PLACEHOLDER_QUESTION or answer.strip() == PLACEHOLDER_ANSWER:
+        return None  # the prompt's format line, copied
     return TeacherPair(question, answer.strip())

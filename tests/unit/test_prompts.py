@@ -28,5 +28,9 @@ def test_teacher_prompt_has_the_five_parts_in_order():
 def test_teacher_prompt_holds_no_problem():
     # No numbers or formulas that a teacher could copy; its format line's placeholders are words.
     assert not re.search(r"[0-9$=^]", MATH_TEACHER_PROMPT)
-    placeholder = TeacherPair("the problem statement", "the final answer")
-    assert parse_teacher_output(MATH_TEACHER_PROMPT) == placeholder
+    # a teacher that copies the format line has written no problem: refused, though the
+    # verifier would parse "the final answer"
+    assert parse_teacher_output(MATH_TEACHER_PROMPT) is None
+    assert parse_teacher_output(FORMAT.replace("the final answer", "42")) is None
+    real = "<question>What is 6 times 7?</question><answer>\\boxed{42}</answer>"
+    assert parse_teacher_output(real) == TeacherPair("What is 6 times 7?", "42")
