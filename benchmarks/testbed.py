@@ -5,7 +5,7 @@ facts of one rare digit. Hard problems are 4-digit sums full of it (fail@k); one
 hold it are stepping stones; the teacher writes one-digit sums, some of them stepping stones.
 
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
-                                           [--long-steps 160] [--reward-questions 96]
+                                           [--long-steps 160] [--reward-questions 96] [--k 16]
 
 Prints, with the wall time of each part:
 (a) the hard split: pool size, fail@k survivors; Hard-Only (fresh student, RLOO on hard train
@@ -45,7 +45,6 @@ from soar.prompts import parse_teacher_output  # noqa: E402
 from soar.sampler import TransformersSampler  # noqa: E402
 from soar.student import train_rloo  # noqa: E402
 
-FAIL_K = 16
 MAX_NEW_TOKENS = 64
 CURRICULUM_STEPS = 64
 DATASET_SIZE = 32
@@ -161,6 +160,7 @@ def main() -> None:
     parser.add_argument("--long-steps", type=int, default=160)
     parser.add_argument("--reward-questions", type=int, default=96)
     parser.add_argument("--pool", type=int, default=320)
+    parser.add_argument("--k", type=int, default=16, help="samples of the fail@k filter")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base, tokenizer = load_model(args.model, device="cpu")
@@ -172,14 +172,14 @@ def main() -> None:
             sampler(base, tokenizer),
             ARITH,
             pool,
-            k=FAIL_K,
+            k=args.k,
             max_new_tokens=MAX_NEW_TOKENS,
             temperature=1.0,
             seed=1,
             checker=check,
         )
         print(
-            f"(a) hard split: {len(train_q) + len(test_q)}/{len(pool)} pool problems fail@{FAIL_K}"
+            f"(a) hard split: {len(train_q) + len(test_q)}/{len(pool)} pool problems fail@{args.k}"
             f" (train {len(train_q)}, test {len(test_q)}) [{time.perf_counter() - start:.0f} s]"
         )
         reward_q = train_q[: args.reward_questions]
