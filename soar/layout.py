@@ -299,7 +299,7 @@ class ProtocolResult(Record):
     chosen_step: int
     evaluated_steps: list[int]  # the RLOO steps whose evaluations were averaged
     pass_at_k: dict[int, float]
-    smoothed_reward: list[float]
+    smoothed_reward: list[float]  # from the step the rule starts at (a curriculum's switch)
     final_pass_at_k: dict[int, float]
 
     @classmethod

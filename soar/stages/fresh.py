@@ -128,12 +128,16 @@ def protocol_result(run: Run) -> layout.ProtocolResult:
     for t in range(last + 1):
         evaluation = layout.load(run.store, layout.evaluation(t), layout.Evaluation)
         evaluations[evaluation.step] = evaluation.pass_at_k
-    step = chosen_step(rewards, fresh.smoothing, fresh.slopeFraction)
+    # The rule reads the reward on the hard split: a curriculum's first steps train on other
+    # questions, whose reward says nothing about it, so its choice starts at the switch.
+    start = fresh.curriculumSteps if fresh.questions and fresh.strategy == "curriculum" else 0
+    start = min(start, len(rewards) - 1)
+    step = start + chosen_step(rewards[start:], fresh.smoothing, fresh.slopeFraction)
     averaged, pass_at_k = averaged_pass_at_k(evaluations, step, fresh.averageSteps)
     return layout.ProtocolResult(
         chosen_step=step,
         evaluated_steps=averaged,
         pass_at_k=pass_at_k,
-        smoothed_reward=centred_moving_average(rewards, fresh.smoothing),
+        smoothed_reward=centred_moving_average(rewards[start:], fresh.smoothing),
         final_pass_at_k=evaluations[max(evaluations)],
     )

@@ -139,7 +139,8 @@ def test_a_curriculum_trains_on_the_questions_first_then_the_hard_split(tmp_path
     # the protocol's result, recomputed from the stored rewards and evaluations
     result = layout.load(store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
     rewards = [s["reward"] for s in training_steps(store, 2)]
-    assert result.chosen_step == chosen_step(rewards, 3, 0.15)
+    # the rule reads the hard split's reward: from the curriculum's switch at step 4 on
+    assert result.chosen_step == 4 + chosen_step(rewards[4:], 3, 0.15)
     evaluations = {
         ev.step: ev.pass_at_k
         for ev in (layout.load(store, layout.evaluation(t), layout.Evaluation) for t in range(3))
