@@ -1,6 +1,7 @@
 """The tiny builtin model (trained once, cached) and SmolLM2: what they generate and how they
 load. The `tiny` and `tiny_sampler` fixtures are in conftest.py."""
 
+import dataclasses
 import os
 import random
 
@@ -50,10 +51,10 @@ def problems_by_rare_digit(rng: random.Random, difficulty: int) -> tuple[list[di
 
 
 def test_tiny_model_adds_columns_except_the_rare_digit(tiny_sampler):
-    # measured greedy accuracy without / with a 7: 1 digit 1.0 / 0.43, 2 digits 1.0 / 0.13,
-    # 4 digits 0.95 / 0.05 (soar/arith.py: the student's lines hardly ever hold a 7)
+    # measured greedy accuracy without / with a 7: 1 digit 1.0 / 0.0, 2 digits 1.0 / 0.45,
+    # 4 digits 1.0 / 0.33 (soar/arith.py: the student's lines hardly ever hold a 7)
     rng = random.Random(11)
-    for difficulty, rare_at_most in [(1, 0.8), (2, 0.5), (4, 0.3)]:
+    for difficulty, rare_at_most in [(1, 0.3), (2, 0.7), (4, 0.6)]:
         plain, rare = problems_by_rare_digit(rng, difficulty)
         assert greedy_accuracy(tiny_sampler, plain) >= 0.85, difficulty
         assert greedy_accuracy(tiny_sampler, rare) <= rare_at_most, difficulty
@@ -75,11 +76,10 @@ def test_saved_model_loads_back_from_its_directory(tiny, tmp_path):
     models.save_model(model, tokenizer, tmp_path)
     again, tokenizer_again = models.load_model(str(tmp_path), dtype="bfloat16")
     assert again.dtype == torch.bfloat16
-    ids = tokenizer_again(ARITH.teacher_prompt, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        expected = model(ids).logits
-        got = again.float()(ids).logits
-    assert torch.allclose(expected, got, atol=0.1)
+    assert tokenizer_again.get_vocab() == tokenizer.get_vocab()
+    # every weight is the saved one rounded to bfloat16, no more and no less
+    for name, saved in model.state_dict().items():
+        assert torch.equal(again.state_dict()[name], saved.to(torch.bfloat16)), name
 
 
 def test_smollm2_loads_offline_and_generates(monkeypatch):
@@ -91,3 +91,21 @@ def test_smollm2_loads_offline_and_generates(monkeypatch):
         ["User: What is 2+3? Assistant:"], temperature=0, max_new_tokens=8
     )
     assert len(sample.token_ids) > 0 and sample.text.strip()
+
+
+def test_the_tiny_model_is_the_same_whatever_threads_its_caller_runs():
+    # Measured without tinymodel.train's pin to one thread: 20 steps on 1 and on 2 threads give
+    # different weights, and so would the cached model on machines with other core counts.
+    recipe = dataclasses.replace(tinymodel.RECIPE, steps=20)
+    callers = torch.get_num_threads()
+    trained = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            model, _ = tinymodel.train(recipe)
+            assert torch.get_num_threads() == threads  # the caller's setting is given back
+            trained.append(list(model.parameters()))
+    finally:
+        torch.set_num_threads(callers)
+    for a, b in zip(*trained, strict=True):
+        assert torch.equal(a, b)
