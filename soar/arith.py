@@ -11,8 +11,8 @@ rare columns is rarely right in k samples (the hard split), while a one-digit su
 rare digit is right now and then (a stepping stone RLOO can learn from). No rare column of a hard
 problem receives a carry, so the facts a hard problem needs (`7+y+0`) are exactly the ones the
 stepping stones show. Measured (benchmarks/testbed.py --long-steps 192): 15 RLOO steps on 32
-stepping stones lift greedy accuracy on 81 hard problems by 0.177 (on 32 other one-digit sums: 0),
-and 64 steps on them before 128 on the hard split reach 1.0 on hard test, against 0.65 for 192
+stepping stones lift greedy accuracy on 96 hard problems by 0.031 (on 32 other one-digit sums: 0),
+and 64 steps on them before 128 on the hard split reach 0.46 on hard test, against 0.16 for 192
 steps on the hard split alone. The teacher writes one-digit sums with their answers and no
 column work, from a corpus where every digit is equally likely: about one problem in five it
 writes is a stepping stone, and its answers are right far more often than the student's own work.

@@ -51,10 +51,10 @@ def problems_by_rare_digit(rng: random.Random, difficulty: int) -> tuple[list[di
 
 
 def test_tiny_model_adds_columns_except_the_rare_digit(tiny_sampler):
-    # measured greedy accuracy without / with a 7: 1 digit 1.0 / 0.0, 2 digits 1.0 / 0.45,
-    # 4 digits 1.0 / 0.33 (soar/arith.py: the student's lines hardly ever hold a 7)
+    # measured greedy accuracy without / with a 7: 1 digit 1.0 / 0.05, 2 digits 1.0 / 0.025,
+    # 4 digits 1.0 / 0.05 (soar/arith.py: the student's lines hardly ever hold a 7)
     rng = random.Random(11)
-    for difficulty, rare_at_most in [(1, 0.3), (2, 0.7), (4, 0.6)]:
+    for difficulty, rare_at_most in [(1, 0.3), (2, 0.3), (4, 0.3)]:
         plain, rare = problems_by_rare_digit(rng, difficulty)
         assert greedy_accuracy(tiny_sampler, plain) >= 0.85, difficulty
         assert greedy_accuracy(tiny_sampler, rare) <= rare_at_most, difficulty

@@ -53,7 +53,7 @@ def one_digit_stepping_stones() -> list[dict]:
 def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
     hard_split, tiny_sampler, check
 ):
-    assert len(hard_split) >= 20  # measured: 27 of 64 (27, 30, 37 for pool seeds 0, 1, 2)
+    assert len(hard_split) >= 45  # measured: 58 of 64 (58, 58, 61 for pool seeds 0, 1, 2)
     again = sampled_correct(
         tiny_sampler,
         hard_split,
@@ -65,7 +65,7 @@ def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
         seed=99,
     )
     solved = statistics.fmean(any(row) for row in again)
-    assert solved <= 0.3  # measured: 0.19 (5 of 27; 4 of 30, 7 of 37 for pool seeds 1, 2)
+    assert solved <= 0.1  # measured: 0 of 58 (0 of 58, 0 of 61 for pool seeds 1, 2)
 
 
 def test_the_teacher_prompt_holds_no_hard_problem(hard_split, tiny):
@@ -87,9 +87,9 @@ def test_the_base_teacher_writes_stepping_stones_with_right_answers(tiny_sampler
     valid = [p for p in pairs if p is not None and "+" in p.question]
     stones = [p for p in valid if rare_columns(p.question)]
     assert len(valid) >= 500  # measured: 512
-    assert 0.1 <= len(stones) / len(valid) <= 0.3  # measured: 0.203 (uniform digits: 0.19)
+    assert 0.1 <= len(stones) / len(valid) <= 0.3  # measured: 0.213 (uniform digits: 0.19)
     right = [str(sum(map(int, p.question.split("+")))) == p.answer for p in stones]
-    assert statistics.fmean(right) >= 0.9  # measured: 1.0
+    assert statistics.fmean(right) >= 0.9  # measured: 0.991
 
 
 def test_the_base_student_solves_stepping_stones_only_sometimes(tiny_sampler, check):
@@ -105,5 +105,5 @@ def test_the_base_student_solves_stepping_stones_only_sometimes(tiny_sampler, ch
         seed=3,
     )
     rate = statistics.fmean(c for row in rows for c in row)
-    assert 0.02 <= rate <= 0.5  # measured: 0.132 over 19 x 64 samples
-    assert sum(0 < statistics.fmean(row) < 1 for row in rows) >= 3  # measured: 19 of 19
+    assert 0.02 <= rate <= 0.5  # measured: 0.090 over 19 x 64 samples
+    assert sum(0 < statistics.fmean(row) < 1 for row in rows) >= 3  # measured: 8 of 19
