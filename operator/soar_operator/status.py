@@ -97,11 +97,12 @@ def conditions(
 
 
 def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
-    """Events for what changed between two statuses; a Warning only when a user must act."""
+    """Events for what changed between two statuses: a Warning for what failed (a stage attempt,
+    the run), so `kubectl get events --field-selector type=Warning` lists every failure."""
     events = []
     failure = new.get("lastFailure")
     if failure and failure != old.get("lastFailure"):
-        events.append(Event("Normal", "StageFailed", failure))
+        events.append(Event("Warning", "StageFailed", failure))
     if new.get("step", 0) > old.get("step", 0):
         events.append(Event("Normal", "StepCompleted", _step_summary(new)))
     if new.get("promotions", 0) > old.get("promotions", 0):

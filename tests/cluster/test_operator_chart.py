@@ -4,14 +4,24 @@ identity can do what the operator does and nothing more."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from soar.contract import GROUP, PLURAL
+from tests.infra.binaries import find_binaries
 from tests.infra.controlplane import Kube
-from tests.support.cluster import FULLNAME, helm_template, install_crds, install_rbac
+from tests.infra.processes import wait_until
+from tests.support.cluster import (
+    CHART,
+    FULLNAME,
+    helm_render,
+    helm_template,
+    install_crds,
+    install_rbac,
+)
 
 SOARRUNS = f"{PLURAL}.{GROUP}"
 
@@ -51,7 +61,12 @@ def test_per_namespace_install(tmp_path: Path) -> None:
         "reconcileInterval=2",
     )
     kinds = by_kind(docs)
-    assert "ClusterRole" not in kinds and "ClusterKopfPeering" not in kinds
+    # cluster-wide: only the users' roles (test_user_roles_fold_into_view_and_edit)
+    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == [
+        f"{FULLNAME}-view",
+        f"{FULLNAME}-edit",
+    ]
+    assert "ClusterRoleBinding" not in kinds and "ClusterKopfPeering" not in kinds
     assert [r["metadata"]["namespace"] for r in kinds["Role"]] == ["team-a", "team-b"]
     assert [p["metadata"]["namespace"] for p in kinds["KopfPeering"]] == ["team-a", "team-b"]
     (deployment,) = kinds["Deployment"]
@@ -112,3 +127,72 @@ def test_operator_identity_is_least_privilege(kube: Kube, namespace: str, tmp_pa
     assert [d for d in denied if can(*d)] == []
     assert not can("create", "jobs.batch", where="default")  # only the namespaces it serves
     assert not can("list", "nodes")
+
+
+def test_the_chart_lints_strictly(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    lint = subprocess.run(
+        [str(find_binaries().helm), "lint", "--strict", str(CHART)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "0 chart(s) failed" in lint.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("watchNamespace=team-a", "additional properties 'watchNamespace' not allowed"),
+        ("watchNamespaces={Team_A}", "at '/watchNamespaces/0': 'Team_A' does not match"),
+        ("replicas=0", "at '/replicas': minimum: got 0, want 1"),
+        ("reconcileInterval=fast", "at '/reconcileInterval'"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
+        ("userRoles.enabled=yes", "at '/userRoles/enabled'"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_value(tmp_path: Path, value: str, named: str) -> None:
+    rendered = helm_render(CHART, "soar", "ops", tmp_path, value, check=False)
+    assert rendered.returncode != 0 and rendered.stdout == ""
+    assert named in rendered.stderr, rendered.stderr
+
+
+@pytest.mark.slow
+def test_user_roles_fold_into_view_and_edit(kube: Kube, namespace: str, tmp_path: Path) -> None:
+    install_crds(kube)
+    roles = [
+        d
+        for d in helm_template(tmp_path, namespace)
+        if d["metadata"]["name"].endswith(("-view", "-edit"))
+    ]
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(roles))
+    for user, role in (("viewer", "view"), ("editor", "edit")):
+        kube.kubectl(
+            "create",
+            "rolebinding",
+            user,
+            f"--clusterrole={role}",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+
+    def can(user: str, verb: str) -> bool:
+        proc = kube.kubectl(
+            "auth", "can-i", verb, SOARRUNS, "--as", user, "-n", namespace, check=False
+        )
+        return proc.stdout.strip() == "yes"
+
+    # the cluster's aggregation controller folds the rules in, a moment after the roles exist
+    wait_until(lambda: can("editor", "create"), timeout=30, what="edit folding in SoarRuns")
+    assert [can("viewer", v) for v in ("get", "list", "watch", "create", "delete")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [can("editor", v) for v in ("list", "create", "patch", "delete")] == [True] * 4
+    assert not can("nobody", "list")

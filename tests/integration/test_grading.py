@@ -7,7 +7,7 @@ from soar.arith import ARITH
 from soar.grading import answer_checker, greedy_accuracy, greedy_correct
 from soar.prompts import last_boxed
 
-SUMS = [(3, 4), (12, 30), (25, 17)]
+SUMS = [(3, 4), (12, 30), (25, 16)]  # no operand digit is 7 (soar/arith.py: the rare digit)
 MAX_NEW_TOKENS = 64
 
 

@@ -161,7 +161,7 @@ def test_events_follow_status_changes():
     }
     events = transitions(before, after)
     assert [(e.type, e.reason) for e in events] == [
-        ("Normal", "StageFailed"),
+        ("Warning", "StageFailed"),
         ("Normal", "StepCompleted"),
         ("Normal", "StudentPromoted"),
         ("Normal", "Evaluated"),
