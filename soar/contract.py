@@ -46,6 +46,7 @@ LABEL_STEP = f"{GROUP}/step"
 LABEL_STAGE = f"{GROUP}/stage"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # copied from the run to its Jobs
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # Kueue WorkloadPriorityClass, copied too
 # kopf keeps its bookkeeping on the run under our group, not kopf.zalando.org.
 FINALIZER = f"{GROUP}/finalizer"
 LAST_HANDLED_ANNOTATION = "last-handled-configuration"

@@ -67,11 +67,28 @@ class PodSettings(Model):
     parallelism: int | None = Field(
         None, ge=1, description="Pods at once for the indexed student Job (default: all)."
     )
+    securityContext: dict[str, Any] | None = Field(
+        None,
+        description="The pod's securityContext, replacing the default that passes the "
+        "'restricted' Pod Security Standard: runAsNonRoot, seccompProfile RuntimeDefault.",
+    )
+    containerSecurityContext: dict[str, Any] | None = Field(
+        None,
+        description="The stage container's securityContext, replacing the restricted default: "
+        "allowPrivilegeEscalation false, capabilities drop ALL.",
+    )
+    priorityClassName: str | None = Field(None, max_length=253, description="Pod priority.")
+    podLabels: dict[str, str] | None = Field(
+        None, description="Extra pod labels (the operator's own soar.dev/* labels win)."
+    )
+    podAnnotations: dict[str, str] | None = Field(None, description="Extra pod annotations.")
 
     @model_validator(mode="after")
     def _bounded(self) -> "PodSettings":
         """Free-form Kubernetes fields are passed through as they are, but not without bound."""
-        for name in ("resources", "nodeSelector", "tolerations", "affinity", "volumes", "env"):
+        free_form = ("resources", "nodeSelector", "tolerations", "affinity", "volumes", "env")
+        free_form += ("securityContext", "containerSecurityContext", "podLabels", "podAnnotations")
+        for name in free_form:
             value = getattr(self, name)
             if value is not None and len(json.dumps(value)) > MAX_FREE_FORM_BYTES:
                 raise ValueError(f"{name}: larger than {MAX_FREE_FORM_BYTES // 1024} KiB as JSON")

@@ -19,6 +19,7 @@ from soar.contract import (
     LABEL_RUN,
     LABEL_STAGE,
     LABEL_STEP,
+    PRIORITY_LABEL,
     QUEUE_LABEL,
 )
 from soar.planner import Stage, student_count
@@ -38,6 +39,10 @@ POD_FIELDS = {
     "train": "train",
 }
 ACTIVE, SUCCEEDED, FAILED = "active", "succeeded", "failed"
+# Stage pods pass the 'restricted' Pod Security Standard unless a run says otherwise (the worker
+# image runs as uid 10001).
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def job_name(run: str, step: int, stage: str, attempt: int) -> str:
@@ -63,9 +68,10 @@ def job_labels(run: SoarRun, step: int, stage: str, attempt: int) -> dict[str, s
         LABEL_STAGE: stage,
         LABEL_ATTEMPT: str(attempt),
     }
-    queue = (getattr(run.metadata, "labels", None) or {}).get(QUEUE_LABEL)
-    if queue:
-        labels[QUEUE_LABEL] = queue
+    run_labels = getattr(run.metadata, "labels", None) or {}
+    for kueue in (QUEUE_LABEL, PRIORITY_LABEL):
+        if run_labels.get(kueue):
+            labels[kueue] = run_labels[kueue]
     return labels
 
 
@@ -102,6 +108,9 @@ def job_manifest(
         "image": pods.image,
         "command": Stage(stage, step).argv(spec.storage.uri),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": RESTRICTED_CONTAINER
+        if pods.containerSecurityContext is None
+        else pods.containerSecurityContext,
     }
     env = list(pods.env or [])
     env += [{"name": k, "value": v} for k, v in spec.storage.s3_options().env().items()]
@@ -114,15 +123,23 @@ def job_manifest(
         "volumeMounts": pods.volumeMounts,
     }
     container.update({k: v for k, v in optional.items() if v})
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": RESTRICTED_POD if pods.securityContext is None else pods.securityContext,
+        "containers": [container],
+    }
     for field in ("nodeSelector", "tolerations", "affinity", "volumes", "imagePullSecrets"):
         if getattr(pods, field):
             pod_spec[field] = getattr(pods, field)
-    if pods.serviceAccountName:
-        pod_spec["serviceAccountName"] = pods.serviceAccountName
+    for field in ("serviceAccountName", "priorityClassName"):
+        if getattr(pods, field):
+            pod_spec[field] = getattr(pods, field)
+    pod_metadata: dict[str, Any] = {"labels": {**(pods.podLabels or {}), **labels}}
+    if pods.podAnnotations:
+        pod_metadata["annotations"] = pods.podAnnotations
     job_spec: dict[str, Any] = {
         "podFailurePolicy": {"rules": failure_rules()},
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": pod_metadata, "spec": pod_spec},
     }
     if stage == "student":
         count = student_count(spec)

@@ -11,11 +11,19 @@ from soar.contract import (
     LABEL_RUN,
     LABEL_STAGE,
     LABEL_STEP,
+    PRIORITY_LABEL,
     QUEUE_LABEL,
 )
 from soar.planner import Stage
 from soar.spec_execution import PodSettings
-from soar_operator.jobs import JobView, job_manifest, job_name, job_view, missing_image
+from soar_operator.jobs import (
+    RESTRICTED_CONTAINER,
+    JobView,
+    job_manifest,
+    job_name,
+    job_view,
+    missing_image,
+)
 from tests.support.manifests import MINIMAL, parsed
 
 DEFAULTS = PodSettings(image="registry.example/worker:1", nodeSelector={"pool": "gpu"})
@@ -78,7 +86,7 @@ def test_other_stages_are_plain_jobs_that_never_retry_themselves():
 
 
 def test_owner_reference_and_labels():
-    r = run(labels={QUEUE_LABEL: "team-gpus", "other": "x"})
+    r = run(labels={QUEUE_LABEL: "team-gpus", PRIORITY_LABEL: "research", "other": "x"})
     job = job_manifest(r, "uid-1", 1, "baseline", 2, DEFAULTS)
     (owner,) = job["metadata"]["ownerReferences"]
     assert owner == {
@@ -101,6 +109,7 @@ def test_owner_reference_and_labels():
         LABEL_STAGE: "baseline",
         LABEL_ATTEMPT: "2",
         QUEUE_LABEL: "team-gpus",
+        PRIORITY_LABEL: "research",
     }
     assert job["spec"]["template"]["metadata"]["labels"] == labels
     assert (
@@ -135,6 +144,42 @@ def test_pod_settings_layer_operator_defaults_then_default_then_stage():
     baseline = job_manifest(r, "u", 1, "baseline", 1, DEFAULTS)
     assert container(baseline)["resources"] == {"limits": {"cpu": 2}}
     assert "tolerations" not in baseline["spec"]["template"]["spec"]
+
+
+def test_stage_pods_are_restricted_unless_a_run_or_stage_says_otherwise():
+    plain = job_manifest(run(), "u", 1, "baseline", 1, DEFAULTS)
+    assert plain["spec"]["template"]["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(plain)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    r = run(
+        pods={
+            "default": {
+                "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
+                "priorityClassName": "batch-low",
+                "podLabels": {"team": "a", LABEL_RUN: "spoofed"},
+                "podAnnotations": {"cost-center": "42"},
+            },
+            # a stage that needs a capability replaces the container's context whole
+            "student": {"containerSecurityContext": {"capabilities": {"add": ["IPC_LOCK"]}}},
+        }
+    )
+    student = job_manifest(r, "u", 1, "student", 1, DEFAULTS)
+    template = student["spec"]["template"]
+    assert template["spec"]["securityContext"] == {"runAsNonRoot": True, "fsGroup": 10001}
+    assert container(student)["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
+    assert template["spec"]["priorityClassName"] == "batch-low"
+    assert template["metadata"]["labels"]["team"] == "a"
+    assert template["metadata"]["labels"][LABEL_RUN] == "r"  # the operator's labels win
+    assert template["metadata"]["annotations"] == {"cost-center": "42"}
+    assert "team" not in student["metadata"]["labels"]  # pod labels are the pods' only
+    baseline = job_manifest(r, "u", 1, "baseline", 1, DEFAULTS)
+    assert container(baseline)["securityContext"] == RESTRICTED_CONTAINER
+    assert baseline["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
 
 
 def test_store_credentials_are_passed_by_reference_only():
