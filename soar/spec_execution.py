@@ -78,6 +78,12 @@ class PodSettings(Model):
         "allowPrivilegeEscalation false, capabilities drop ALL.",
     )
     priorityClassName: str | None = Field(None, max_length=253, description="Pod priority.")
+    activeDeadlineSeconds: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds one attempt of the stage may take (the Job's activeDeadlineSeconds): "
+        "a hung stage gives its GPUs back, and the timeout counts as a failed attempt.",
+    )
     podLabels: dict[str, str] | None = Field(
         None, description="Extra pod labels (the operator's own soar.dev/* labels win)."
     )

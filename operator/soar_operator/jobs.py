@@ -151,6 +151,8 @@ def job_manifest(
         )
     else:
         job_spec["backoffLimit"] = 0
+    if pods.activeDeadlineSeconds:
+        job_spec["activeDeadlineSeconds"] = pods.activeDeadlineSeconds
     owner = {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -120,6 +120,27 @@ def test_transient_failure_is_retried_with_backoff(cluster: Cluster, tmp_path: P
     assert [e.type for e in events if e.reason == "StageFailed"] == ["Warning", "Warning"]
 
 
+def test_a_stage_past_its_deadline_is_a_failed_attempt(cluster: Cluster, tmp_path: Path) -> None:
+    run = stub_run(
+        "hung",
+        tmp_path,
+        {"1/baseline": {"sleep": 600}},
+        {"pods": {"baseline": {"activeDeadlineSeconds": 2}}, "retries": {"limit": 1}},
+    )
+    cluster.apply(run)
+    status = cluster.wait_phase("hung", *TERMINAL)
+    assert status["phase"] == "Failed"
+    failed = condition(status, "Failed")
+    assert "stage baseline of step 1 failed 2 times (spec.retries.limit 1)" in failed["message"]
+    assert "active longer than specified deadline" in failed["message"], failed["message"]
+    jobs = {j.metadata.name: j for j in cluster.jobs("hung")}
+    for attempt in (1, 2):
+        job = jobs[f"hung-1-baseline-{attempt}"]
+        assert job.spec.active_deadline_seconds == 2
+        (ended,) = [c for c in job.status.conditions if c.type == "Failed"]
+        assert ended.reason == "DeadlineExceeded"
+
+
 def test_retries_exhausted_fail_the_run(cluster: Cluster, tmp_path: Path) -> None:
     run = stub_run("doomed", tmp_path, {"1/teacher-generate": {"fail": 99}})
     cluster.apply(run)
@@ -140,7 +161,8 @@ def test_retries_exhausted_fail_the_run(cluster: Cluster, tmp_path: Path) -> Non
     ]
     cluster.wait_reasons("doomed", "BackoffLimitExceeded")
     warnings = [e for e in cluster.events("doomed") if e.type == "Warning"]
-    assert [e.reason for e in warnings] == ["BackoffLimitExceeded"]
+    # one per failed attempt, then the run's
+    assert sorted(e.reason for e in warnings) == ["BackoffLimitExceeded"] + ["StageFailed"] * 3
     time.sleep(2)  # and it stays failed: nothing more is created
     assert cluster.job_names("doomed") == names
 

@@ -144,6 +144,12 @@ def test_pod_settings_layer_operator_defaults_then_default_then_stage():
     baseline = job_manifest(r, "u", 1, "baseline", 1, DEFAULTS)
     assert container(baseline)["resources"] == {"limits": {"cpu": 2}}
     assert "tolerations" not in baseline["spec"]["template"]["spec"]
+    assert "activeDeadlineSeconds" not in baseline["spec"]
+    timed = run(pods={"evaluate": {"activeDeadlineSeconds": 3600}})
+    assert (
+        job_manifest(timed, "u", 1, "evaluate", 1, DEFAULTS)["spec"]["activeDeadlineSeconds"]
+        == 3600
+    )
 
 
 def test_stage_pods_are_restricted_unless_a_run_or_stage_says_otherwise():
