@@ -284,7 +284,9 @@ class SoarRunSpec(Model):
         None, ge=1, description="Fail the run if it has not finished this long after it started."
     )
     suspend: bool = Field(
-        False, description="Start no new stages while true; running stages finish."
+        False,
+        description="While true no stage runs: running stage Jobs are deleted (no attempt is "
+        "counted) and resuming redoes their work from the store.",
     )
 
     @model_validator(mode="after")

@@ -132,14 +132,16 @@ def decide(
         )
     steps = f"{committed_step(frozen, done)}/{total_steps(frozen)} steps done"
     if spec.suspend:
-        held = tuple(
-            s if s.state == "running" else UnitState(s.unit, s.attempt, "held") for s in states
+        # Hard suspend: running stages are stopped so their GPUs are free. A deleted Job counts
+        # no attempt (attempts are counted from failed Jobs), and its work is redone on resume:
+        # the store has everything committed before it.
+        held = tuple(UnitState(s.unit, s.attempt, "held") for s in states)
+        message = f"suspended with {steps}: no stage runs"
+        if live:
+            message += f"; stopping {len(live)} running stage(s)"
+        return Decision(
+            Phase.SUSPENDED, "Suspended", message, held, delete=live, failure=_latest(failures)
         )
-        running = sum(s.state == "running" for s in held)
-        message = f"suspended with {steps}: no new stages start"
-        if running:
-            message += f"; {running} running stage(s) finish first"
-        return Decision(Phase.SUSPENDED, "Suspended", message, held, failure=_latest(failures))
     if not done and not any(j.running or j.state != ACTIVE for j in jobs):
         phase, reason = Phase.PENDING, "WaitingForPods"
     elif any(s.state == "backoff" for s in states):

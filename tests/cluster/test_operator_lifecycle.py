@@ -221,8 +221,10 @@ def test_deleted_job_and_pod_are_recreated(cluster: Cluster, tmp_path: Path) -> 
     assert second.metadata.name != first.metadata.name
 
 
-def test_suspend_and_resume(cluster: Cluster, tmp_path: Path) -> None:
-    run = stub_run("nap", tmp_path, {"0/prepare": {"sleep": 3}}, {"suspend": True})
+def test_suspend_stops_running_stages_and_resume_redoes_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    run = stub_run("nap", tmp_path, {"0/prepare": {"sleep": 8}}, {"suspend": True})
     cluster.apply(run)
     status = cluster.wait_phase("nap", "Suspended")
     assert condition(status, "Suspended")["status"] == "True"
@@ -230,28 +232,30 @@ def test_suspend_and_resume(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.job_names("nap") == []  # suspended from the start: nothing runs
 
     cluster.patch_spec("nap", {"suspend": False})
-    wait_until(lambda: cluster.job_names("nap"), timeout=30, what="the prepare Job")
+    wait_until(lambda: stage_runs(run).get("prepare"), timeout=30, what="the prepare stage running")
     cluster.patch_spec("nap", {"suspend": True})
-    # The running stage finishes; nothing new starts.
+    # Hard suspend: the running Job is deleted at once, its pod with it.
     wait_until(
-        lambda: (
-            cluster.batch.read_namespaced_job("nap-0-prepare-1", cluster.namespace).status.succeeded
-        ),
-        timeout=60,
-        what="the prepare Job to finish",
+        lambda: cluster.job_names("nap") == [] and cluster.pods("nap-0-prepare-1") == [],
+        timeout=30,
+        what="the prepare Job and its pod gone",
     )
     cluster.wait_status(
-        "nap", lambda s: s.get("phase") == "Suspended" and "running" not in s["message"], "idle"
+        "nap", lambda s: s.get("phase") == "Suspended" and "stopping" not in s["message"], "idle"
     )
     time.sleep(2)
-    assert cluster.job_names("nap") == ["nap-0-prepare-1"]
-    assert (store_of(run) / layout.done(Stage("prepare", 0).key)).exists()
+    assert cluster.job_names("nap") == []
+    assert not (store_of(run) / layout.done(Stage("prepare", 0).key)).exists()
 
     cluster.patch_spec("nap", {"suspend": False})
     status = cluster.wait_phase("nap", *TERMINAL)
     assert status["phase"] == "Succeeded"
+    assert stage_runs(run)["prepare"] == 2  # stopped once, then redone
+    # the stopped attempt counted no failure: prepare ran again as attempt 1
+    assert [n for n in cluster.job_names("nap") if "prepare" in n] == ["nap-0-prepare-1"]
     reasons = cluster.wait_reasons("nap", "RunSucceeded")
     assert reasons.count("Suspended") == 2 and reasons.count("Resumed") == 2
+    assert "StageFailed" not in reasons
 
 
 def test_deadline_fails_the_run(cluster: Cluster, tmp_path: Path) -> None:

@@ -141,14 +141,24 @@ def test_success_without_a_manifest_counts_as_a_failure_after_a_grace_period():
     assert d.units[0].attempt == 2 and d.failure == ok
 
 
-def test_suspend_starts_nothing_and_lets_running_jobs_finish():
+def test_suspend_stops_running_jobs_and_resume_starts_them_at_the_same_attempt():
     s = spec(suspend=True)
     done = through(s, "prepare")
-    d = decide(s, s, done, [job("evaluate", 0, running=True)], NOW, NOW)
-    assert (d.phase, created(d)) == ("Suspended", [])
-    assert [u.state for u in d.units] == ["running", "held", "held"]
-    assert "1 running stage(s) finish first" in d.message
+    failed_once = job("evaluate", 0, 1, FAILED, NOW - 100)
+    running = job("evaluate", 0, 2, running=True)
+    d = decide(s, s, done, [failed_once, running], NOW, NOW)
+    assert (d.phase, created(d), d.delete) == ("Suspended", [], ("r-0-evaluate-2",))
+    assert [u.state for u in d.units] == ["held", "held", "held"]
+    assert "stopping 1 running stage(s)" in d.message
     assert d.started_at is None  # the deadline counts again from the resume
+    # the deleted Job is gone: still suspended, nothing left to stop
+    idle = decide(s, s, done, [failed_once], NOW, None)
+    assert (idle.phase, idle.delete) == ("Suspended", ())
+    assert "stopping" not in idle.message
+    # resumed: the stopped attempt is started again under its number (it counted no failure)
+    resumed = spec()
+    again = decide(resumed, resumed, done, [failed_once], NOW, None)
+    assert ("evaluate", 0, 2) in created(again)
 
 
 def test_deadline():
