@@ -23,7 +23,14 @@ from soar.spec_execution import PodSettings
 from soar.store import Store, StoreError, open_store
 from soar.store_s3 import S3Options
 from soar_operator import metrics
-from soar_operator.jobs import POD_FIELDS, JobView, job_manifest, missing_image, parse_time
+from soar_operator.jobs import (
+    ACTIVE,
+    POD_FIELDS,
+    JobView,
+    job_manifest,
+    missing_image,
+    parse_time,
+)
 from soar_operator.kube import InvalidJob, Kube
 from soar_operator.progress import RECORD_FIELDS, read_progress
 from soar_operator.reconcile import Decision, decide, failed
@@ -122,6 +129,7 @@ class Controller:
         if decision.phase == Phase.FAILED and decision.reason in JOB_FAILURES and last_failure:
             detail = last_failure.split(": ", 1)[1]
             decision = replace(decision, message=f"{decision.message}: {detail}")
+        decision = self._explain_missing_pods(namespace, jobs, decision)
         if run is not None:
             decision = self._hold_lease(store, f"{namespace}/{name}", memo, decision)
             try:
@@ -228,6 +236,21 @@ class Controller:
                 self.post(
                     body, Event("Normal", "JobCreated", f"Job {job}: {where}, attempt {attempt}")
                 )
+
+    def _explain_missing_pods(
+        self, namespace: str, jobs: list[JobView], decision: Decision
+    ) -> Decision:
+        """A live Job without pods may be one whose pods are refused: its FailedCreate reason
+        goes into the message (otherwise the run would wait for pods with nothing said)."""
+        if decision.phase not in (Phase.PENDING, Phase.RUNNING):
+            return decision
+        for job in jobs:
+            if job.state == ACTIVE and not (job.deleting or job.running or job.pods):
+                refusal = self.kube.pod_creation_refusal(namespace, job.name)
+                if refusal:
+                    message = f"{decision.message}; Job {job.name} cannot create pods: {refusal}"
+                    return replace(decision, message=one_line(message))
+        return decision
 
     def _last_failure(
         self, namespace: str, job: JobView | None, previous: dict[str, Any]

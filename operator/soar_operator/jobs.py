@@ -211,6 +211,7 @@ class JobView:
     message: str = ""
     deleting: bool = False
     running: bool = False  # a pod of it is ready
+    pods: int = 0  # its pods that exist and have not ended (the Job's status.active)
 
     @property
     def permanent(self) -> bool:
@@ -245,6 +246,7 @@ def job_view(body: dict[str, Any]) -> JobView | None:
         message=message,
         deleting=bool(meta.get("deletionTimestamp")),
         running=bool((body.get("status") or {}).get("ready")),
+        pods=int((body.get("status") or {}).get("active") or 0),
     )
 
 

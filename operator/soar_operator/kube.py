@@ -84,6 +84,19 @@ class Kube:
                 if err.status != 404:  # deleted meanwhile: nothing left to report on
                     raise
 
+    def pod_creation_refusal(self, namespace: str, job: str) -> str | None:
+        """The Job controller's latest FailedCreate message for a Job (Pod Security admission,
+        a quota, a missing ServiceAccount), or None when it has created its pods."""
+        selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+        with metrics.api_call("list", "events"):
+            events = self.core.list_namespaced_event(namespace, field_selector=selector).items
+        latest = max(
+            events,
+            key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp,
+            default=None,
+        )
+        return latest.message if latest else None
+
     def failure_detail(self, namespace: str, job: JobView) -> str:
         """`exit <code>: <error line>` from the failed pod's termination message (the end of its
         output), or the Job's own condition message when its pods are gone."""

@@ -23,6 +23,7 @@ class FakeKube:
     def __init__(self):
         self.created, self.deleted, self.patches, self.details = [], [], [], 0
         self.refuse = None
+        self.refusals, self.lookups = {}, []
 
     def create_job(self, namespace, manifest):
         if self.refuse:
@@ -39,6 +40,10 @@ class FakeKube:
     def failure_detail(self, namespace, job):
         self.details += 1
         return "exit 1: error: boom"
+
+    def pod_creation_refusal(self, namespace, job):
+        self.lookups.append(job)
+        return self.refusals.get(job)
 
 
 def body(store: Path, **spec):
@@ -129,3 +134,19 @@ def test_an_invalid_run_fails_without_touching_its_store(ctl, kube, tmp_path):
     status = ctl.reconcile(body(tmp_path / "store", storage={}), [], {})
     assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
     assert not (tmp_path / "store").exists() and kube.created == []
+
+
+def test_a_job_whose_pods_are_refused_says_why_in_the_status(ctl, kube, tmp_path):
+    run, memo = body(tmp_path / "store"), {}
+    ctl.reconcile(run, [], memo)
+    refused = 'pods "r-0-prepare-1-x" is forbidden: violates PodSecurity "restricted:latest"'
+    kube.refusals["r-0-prepare-1"] = refused
+    podless = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active")
+    status = ctl.reconcile(run, [podless], memo)
+    assert status["reason"] == "WaitingForPods"
+    assert f"Job r-0-prepare-1 cannot create pods: {refused}" in status["message"]
+    # a Job with a pod is not looked up at all
+    kube.lookups.clear()
+    pending = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", pods=1)
+    status = ctl.reconcile(run, [pending], memo)
+    assert kube.lookups == [] and "cannot create pods" not in status["message"]

@@ -38,7 +38,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["list"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end -}}
 
 {{- define "soar-operator.peeringRule" -}}
