@@ -112,6 +112,12 @@ STATUS_SCHEMA = {
             "When the run started, or resumed; activeDeadlineSeconds counts from it.",
             format="date-time",
         ),
+        "queuedTime": _field(
+            "string",
+            "Since when every running stage is a Job held suspended (queued in Kueue); the "
+            "deadline does not count this time.",
+            format="date-time",
+        ),
         "completionTime": _field("string", "When the run succeeded or failed.", format="date-time"),
         "observedGeneration": _field("integer", "metadata.generation last reconciled."),
         "message": _field("string", "One line on where the run stands.", maxLength=2048),

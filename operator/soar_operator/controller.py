@@ -205,7 +205,9 @@ class Controller:
             message = f"run store unavailable, retrying: {err}"
             unavailable = Decision(phase, "StoreUnavailable", message, started_at=started_at)
             return None, None, unavailable, kept
-        return run, store, decide(run.spec, frozen, done, jobs, now, started_at), progress
+        queued_at = parse_time(previous.get("queuedTime"))
+        decision = decide(run.spec, frozen, done, jobs, now, started_at, queued_at)
+        return run, store, decision, progress
 
     def _frozen_spec(
         self, store: Store, run: SoarRun, generation: int | None, memo: MutableMapping[str, Any]
@@ -245,7 +247,9 @@ class Controller:
         if decision.phase not in (Phase.PENDING, Phase.RUNNING):
             return decision
         for job in jobs:
-            if job.state == ACTIVE and not (job.deleting or job.running or job.pods):
+            if job.state == ACTIVE and not (
+                job.deleting or job.running or job.pods or job.suspended
+            ):
                 refusal = self.kube.pod_creation_refusal(namespace, job.name)
                 if refusal:
                     message = f"{decision.message}; Job {job.name} cannot create pods: {refusal}"

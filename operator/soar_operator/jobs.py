@@ -212,6 +212,7 @@ class JobView:
     deleting: bool = False
     running: bool = False  # a pod of it is ready
     pods: int = 0  # its pods that exist and have not ended (the Job's status.active)
+    suspended: bool = False  # spec.suspend: held, as Kueue holds a Job until it admits it
 
     @property
     def permanent(self) -> bool:
@@ -247,6 +248,7 @@ def job_view(body: dict[str, Any]) -> JobView | None:
         deleting=bool(meta.get("deletionTimestamp")),
         running=bool((body.get("status") or {}).get("ready")),
         pods=int((body.get("status") or {}).get("active") or 0),
+        suspended=bool((body.get("spec") or {}).get("suspend")),
     )
 
 

@@ -47,6 +47,7 @@ class Decision:
     delete: tuple[str, ...] = ()
     failure: JobView | None = None  # the latest failed attempt, if any
     started_at: float | None = None
+    queued_at: float | None = None  # since when every live Job is held suspended
 
     @property
     def create(self) -> list[UnitState]:
@@ -75,9 +76,11 @@ def decide(
     jobs: Iterable[JobView],
     now: float,
     started_at: float | None,
+    queued_at: float | None = None,
 ) -> Decision:
     """The next step for a run: `spec` is the live manifest (suspend, retries, deadline), `frozen`
-    the spec in the store (what to compute), `done` the completion manifests present."""
+    the spec in the store (what to compute), `done` the completion manifests present;
+    `started_at` and `queued_at` are from the run's status (startTime, queuedTime)."""
     jobs = list(jobs)
     live = _live(jobs)
     if is_complete(frozen, done):
@@ -119,8 +122,20 @@ def decide(
                 started_at=started_at,
             )
         states.append(state)
+    # Queued: every live Job is held suspended (Kueue's webhook suspends a queued Job until it
+    # admits it). The deadline clock stands still meanwhile: startTime moves on by the time
+    # spent queued once the run leaves the queue.
+    queued = [j for j in jobs if j.name in live and j.suspended]
+    queued = queued if live and len(queued) == len(live) else []
+    if queued:
+        queued_at = queued_at if queued_at is not None else now
+        clock = queued_at
+    else:
+        if queued_at is not None and started_at is not None:
+            started_at += now - queued_at
+        queued_at, clock = None, now
     deadline = spec.activeDeadlineSeconds
-    if deadline and started_at is not None and now - started_at > deadline:
+    if deadline and started_at is not None and clock - started_at > deadline:
         return Decision(
             Phase.FAILED,
             "DeadlineExceeded",
@@ -141,6 +156,17 @@ def decide(
             message += f"; stopping {len(live)} running stage(s)"
         return Decision(
             Phase.SUSPENDED, "Suspended", message, held, delete=live, failure=_latest(failures)
+        )
+    if queued:
+        names = ", ".join(j.name for j in queued)
+        return Decision(
+            Phase.PENDING,
+            "Queued",
+            f"{steps}; queued: Job(s) {names} held suspended until Kueue admits their Workload",
+            tuple(states),
+            failure=_latest(failures),
+            started_at=started_at,
+            queued_at=queued_at,
         )
     if not done and not any(j.running or j.state != ACTIVE for j in jobs):
         phase, reason = Phase.PENDING, "WaitingForPods"

@@ -51,6 +51,7 @@ def build_status(
         "attempt": max((u.attempt for u in decision.units), default=None),
         "lastFailure": last_failure,
         "startTime": format_time(decision.started_at) if decision.started_at else None,
+        "queuedTime": format_time(decision.queued_at) if decision.queued_at else None,
         "completionTime": (ended or format_time(now)) if terminal else None,
         "observedGeneration": generation,
         "message": message,
@@ -124,6 +125,8 @@ def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
         events.append(_phase_event(before, phase, new))
     elif new.get("reason") in WARNING_REASONS and new.get("reason") != old.get("reason"):
         events.append(Event("Warning", new["reason"], new.get("message", "")))
+    elif new.get("reason") == "Queued" != old.get("reason"):  # e.g. Pending, still without pods
+        events.append(Event("Normal", "Queued", new.get("message", "")))
     return events
 
 
@@ -135,6 +138,8 @@ def _phase_event(before: str | None, phase: str, new: dict[str, Any]) -> Event:
         return Event("Normal", "RunSucceeded", message)
     if phase == Phase.SUSPENDED:
         return Event("Normal", "Suspended", message)
+    if new.get("reason") == "Queued":
+        return Event("Normal", "Queued", message)
     reason = {None: "RunStarted", Phase.PENDING: "PodsRunning", Phase.SUSPENDED: "Resumed"}.get(
         before, "Restarted"
     )

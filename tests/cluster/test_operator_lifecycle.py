@@ -258,6 +258,32 @@ def test_suspend_stops_running_stages_and_resume_redoes_them(
     assert "StageFailed" not in reasons
 
 
+def test_a_job_held_suspended_is_queued_and_the_deadline_waits(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Kueue's webhook holds a queued Job with spec.suspend until it admits it; Kueue is not
+    installed here, so the test suspends the stage Job itself (the Job controller then stops its
+    pod, as for a Job Kueue preempts) and later lets it go, as admission would."""
+    run = stub_run("held", tmp_path, {"0/prepare": {"sleep": 3}}, {"activeDeadlineSeconds": 20})
+    cluster.apply(run)
+    wait_until(lambda: stage_runs(run).get("prepare"), timeout=30, what="prepare running")
+    suspend = {"spec": {"suspend": True}}
+    cluster.batch.patch_namespaced_job("held-0-prepare-1", cluster.namespace, suspend)
+    status = cluster.wait_status("held", lambda s: s.get("reason") == "Queued", "Queued")
+    assert status["phase"] == "Pending" and "held-0-prepare-1" in status["message"]
+    assert status["queuedTime"] >= status["startTime"]
+    time.sleep(25)  # longer than the whole deadline: queued time does not count
+    assert cluster.status("held")["reason"] == "Queued"
+    cluster.batch.patch_namespaced_job(
+        "held-0-prepare-1", cluster.namespace, {"spec": {"suspend": False}}
+    )
+    status = cluster.wait_phase("held", *TERMINAL)
+    assert status["phase"] == "Succeeded", status
+    assert "queuedTime" not in status
+    reasons = cluster.wait_reasons("held", "RunSucceeded")
+    assert "Queued" in reasons and "DeadlineExceeded" not in reasons, ",".join(reasons)
+
+
 def test_deadline_fails_the_run(cluster: Cluster, tmp_path: Path) -> None:
     run = stub_run("late", tmp_path, {"0/prepare": {"sleep": 60}}, {"activeDeadlineSeconds": 3})
     cluster.apply(run)

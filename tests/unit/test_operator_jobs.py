@@ -234,6 +234,10 @@ def test_job_view_reads_state_and_failure_kind():
     transient = {**failed, "reason": "BackoffLimitExceeded"}
     assert not job_view(_job_body([transient])).permanent
     assert job_view(_job_body(deletionTimestamp="2026-01-01T00:00:00Z")).deleting
+    held = {**_job_body(), "spec": {"suspend": True}, "status": {}}  # as Kueue holds a Job
+    assert (job_view(held).suspended, job_view(held).pods) == (True, 0)
+    pending = {**_job_body(), "status": {"active": 2}}
+    assert (job_view(pending).suspended, job_view(pending).pods) == (False, 2)
 
 
 @pytest.mark.parametrize("labels", [{}, {LABEL_STEP: "x", LABEL_STAGE: "s"}])

@@ -173,6 +173,29 @@ def test_deadline():
     assert decide(suspended, suspended, set(), [], NOW, None).phase == "Suspended"
 
 
+def test_a_run_whose_jobs_kueue_holds_is_queued_and_its_deadline_stands_still():
+    s = spec(activeDeadlineSeconds=60)
+    held = job("prepare", 0, suspended=True)
+    first = decide(s, s, set(), [held], NOW, None)
+    assert (first.phase, first.reason) == ("Pending", "Queued")
+    assert "Job(s) r-0-prepare-1 held suspended until Kueue admits" in first.message
+    assert (first.started_at, first.queued_at) == (None, NOW)  # the deadline has not begun
+    # Mid-run: it ran 50 s, then waited 150 s in the queue: 50 s count, not 200.
+    done = through(s, "prepare")
+    evaluate = job("evaluate", 0, suspended=True)
+    queued = decide(s, s, done, [evaluate], NOW, NOW - 200, NOW - 150)
+    assert (queued.phase, queued.started_at, queued.queued_at) == ("Pending", NOW - 200, NOW - 150)
+    admitted = job("evaluate", 0, running=True)
+    running = decide(s, s, done, [admitted], NOW, NOW - 200, NOW - 150)
+    assert (running.phase, running.started_at, running.queued_at) == ("Running", NOW - 50, None)
+    assert decide(s, s, done, [admitted], NOW + 10, NOW - 50).phase == "Running"
+    late = decide(s, s, done, [admitted], NOW + 11, NOW - 50)
+    assert (late.phase, late.reason) == ("Failed", "DeadlineExceeded")
+    # one Job held while another runs: not queued
+    both = decide(s, s, done, [admitted, job("baseline", 1, suspended=True)], NOW, NOW - 5)
+    assert both.reason != "Queued"
+
+
 def test_a_complete_run_succeeded_even_with_failed_attempts_behind_it():
     s = spec(steps=1)
     done = through(s, "prepare", "evaluate", "1/teacher-generate", "1/baseline", "1/student")

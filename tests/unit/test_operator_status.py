@@ -195,3 +195,10 @@ def test_phase_events():
         "RunSucceeded",
         "Restarted",
     ]
+
+
+def test_queued_is_an_event_whether_or_not_the_phase_changes():
+    queued = {"phase": "Pending", "reason": "Queued", "message": "queued: Job(s) r-0-prepare-1"}
+    for before in ({"phase": "Pending", "reason": "WaitingForPods"}, {"phase": "Running"}):
+        assert [(e.type, e.reason) for e in transitions(before, queued)] == [("Normal", "Queued")]
+    assert transitions(queued, queued) == []
