@@ -4,6 +4,7 @@ identity can do what the operator does and nothing more."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -197,3 +198,60 @@ def test_user_roles_fold_into_view_and_edit(kube: Kube, namespace: str, tmp_path
     ]
     assert [can("editor", v) for v in ("list", "create", "patch", "delete")] == [True] * 4
     assert not can("nobody", "list")
+
+
+@pytest.mark.slow
+def test_helm_install_upgrade_with_a_changed_crd_and_uninstall(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """The README's procedure: `helm install`; for an upgrade, apply the new chart's crds/ first
+    (Helm never upgrades them), then `helm upgrade`; `helm uninstall` keeps the CRDs (and runs)."""
+    install_crds(kube)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(kube.control_plane.admin_kubeconfig),
+    }
+
+    def helm(*args: str) -> str:
+        proc = subprocess.run(
+            [str(find_binaries().helm), *args, "-n", namespace],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    release, watch = "lifecycle", f"watchNamespaces={{{namespace}}}"
+    helm("install", release, str(CHART), "--set", watch)
+    deployment = f"deployment/{release}-soar-operator"
+    assert kube.kubectl("get", deployment, "-n", namespace).returncode == 0
+
+    # the next chart version adds a printer column to the SoarRun CRD
+    chart = tmp_path / "next"
+    shutil.copytree(CHART, chart)
+    crd_file = chart / "crds" / "soarrun.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    columns.append({"name": "Upgraded", "type": "string", "jsonPath": ".status.reason"})
+    crd_file.write_text(yaml.safe_dump(crd))
+    try:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(chart / "crds"))
+        helm("upgrade", release, str(chart), "--set", watch, "--set", "reconcileInterval=7")
+        served = json.loads(kube.kubectl("get", "crd", SOARRUNS, "-o", "json").stdout)
+        names = [c["name"] for c in served["spec"]["versions"][0]["additionalPrinterColumns"]]
+        assert names[-1] == "Upgraded"
+        env_of = json.loads(kube.kubectl("get", deployment, "-n", namespace, "-o", "json").stdout)
+        container = env_of["spec"]["template"]["spec"]["containers"][0]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        assert values["SOAR_OPERATOR_INTERVAL"] == "7"
+        assert "REVISION: 2" in helm("status", release)
+    finally:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+
+    helm("uninstall", release)
+    gone = kube.kubectl("get", deployment, "-n", namespace, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    assert kube.kubectl("get", "crd", SOARRUNS).returncode == 0  # CRDs (and runs) stay
