@@ -123,6 +123,12 @@ class Controller:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         previous = memo.get("status") or dict(body.get("status") or {})
+        if previous.get("phase") == Phase.SUCCEEDED and previous.get(
+            "observedGeneration"
+        ) == meta.get("generation"):
+            # a finished run's store no longer changes: it is not read again until its spec does
+            metrics.mirror(namespace, name, previous)
+            return previous, False
         now = self.clock()
         run, store, decision, progress = self._decide(body, jobs, memo, previous, now)
         last_failure = self._last_failure(namespace, decision.failure, previous)

@@ -150,3 +150,18 @@ def test_a_job_whose_pods_are_refused_says_why_in_the_status(ctl, kube, tmp_path
     pending = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", pods=1)
     status = ctl.reconcile(run, [pending], memo)
     assert kube.lookups == [] and "cannot create pods" not in status["message"]
+
+
+def test_a_succeeded_run_is_not_read_again_until_its_spec_changes(ctl, kube, tmp_path, monkeypatch):
+    run = body(tmp_path / "store")
+    finished = {"phase": "Succeeded", "reason": "RunSucceeded", "observedGeneration": 1}
+
+    def unread(store):
+        raise StoreError("the store was read")
+
+    monkeypatch.setattr(controller_module, "completed", unread)
+    assert ctl.reconcile(run, [], {"status": finished}) == finished
+    assert kube.patches == [] and kube.created == []
+    run["metadata"]["generation"] = 2  # an edited spec is looked at
+    with pytest.raises(StoreError, match="the store was read"):
+        ctl.reconcile(run, [], {"status": finished})
