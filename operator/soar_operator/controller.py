@@ -84,6 +84,11 @@ def operator_s3_options(run: SoarRun) -> S3Options:
     return replace(options, retry_seconds=min(options.retry_seconds, STORE_RETRY_SECONDS))
 
 
+# A Job normally has its pods within seconds; only one without pods for longer is looked up
+# (at 100 runs, looking up every pod-less Job was half the operator's API requests).
+POD_CREATION_GRACE_SECONDS = 20.0
+
+
 class Controller:
     """Reconciles SoarRuns; `post` sends an Event about a run (kopf's event API in production)."""
 
@@ -252,9 +257,13 @@ class Controller:
         goes into the message (otherwise the run would wait for pods with nothing said)."""
         if decision.phase not in (Phase.PENDING, Phase.RUNNING):
             return decision
+        now = self.clock()
         for job in jobs:
-            if job.state == ACTIVE and not (
-                job.deleting or job.running or job.pods or job.suspended
+            waited = now - (job.created_at or now)
+            if (
+                job.state == ACTIVE
+                and not (job.deleting or job.running or job.pods or job.suspended)
+                and waited > POD_CREATION_GRACE_SECONDS
             ):
                 refusal = self.kube.pod_creation_refusal(namespace, job.name)
                 if refusal:

@@ -213,6 +213,7 @@ class JobView:
     running: bool = False  # a pod of it is ready
     pods: int = 0  # its pods that exist and have not ended (the Job's status.active)
     suspended: bool = False  # spec.suspend: held, as Kueue holds a Job until it admits it
+    created_at: float | None = None
 
     @property
     def permanent(self) -> bool:
@@ -249,6 +250,7 @@ def job_view(body: dict[str, Any]) -> JobView | None:
         running=bool((body.get("status") or {}).get("ready")),
         pods=int((body.get("status") or {}).get("active") or 0),
         suspended=bool((body.get("spec") or {}).get("suspend")),
+        created_at=parse_time(meta.get("creationTimestamp")),
     )
 
 

@@ -217,8 +217,10 @@ def stub_bin(folder: Path) -> Path:
     """A folder whose `soar` runs the stub; put it first on the pods' PATH."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "soar"
-    script.write_text(f'#!/bin/sh\nexec {sys.executable} -m {operator_stub.__name__} "$@"\n')
-    script.chmod(0o755)
+    content = f'#!/bin/sh\nexec {sys.executable} -m {operator_stub.__name__} "$@"\n'
+    if not script.exists() or script.read_text() != content:  # rewriting a running one: ETXTBSY
+        script.write_text(content)
+        script.chmod(0o755)
     return folder
 
 

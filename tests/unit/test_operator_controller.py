@@ -141,13 +141,16 @@ def test_a_job_whose_pods_are_refused_says_why_in_the_status(ctl, kube, tmp_path
     ctl.reconcile(run, [], memo)
     refused = 'pods "r-0-prepare-1-x" is forbidden: violates PodSecurity "restricted:latest"'
     kube.refusals["r-0-prepare-1"] = refused
-    podless = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active")
+    young = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", created_at=NOW - 19)
+    status = ctl.reconcile(run, [young], memo)
+    assert kube.lookups == [] and "cannot create pods" not in status["message"]
+    podless = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", created_at=NOW - 21)
     status = ctl.reconcile(run, [podless], memo)
     assert status["reason"] == "WaitingForPods"
     assert f"Job r-0-prepare-1 cannot create pods: {refused}" in status["message"]
     # a Job with a pod is not looked up at all
     kube.lookups.clear()
-    pending = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", pods=1)
+    pending = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", pods=1, created_at=NOW - 60)
     status = ctl.reconcile(run, [pending], memo)
     assert kube.lookups == [] and "cannot create pods" not in status["message"]
 
