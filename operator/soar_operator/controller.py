@@ -140,7 +140,7 @@ class Controller:
         if decision.phase == Phase.FAILED and decision.reason in JOB_FAILURES and last_failure:
             detail = last_failure.split(": ", 1)[1]
             decision = replace(decision, message=f"{decision.message}: {detail}")
-        decision = self._explain_missing_pods(namespace, jobs, decision)
+        decision = self._explain_missing_pods(namespace, jobs, decision, now)
         if run is not None:
             decision = self._hold_lease(store, f"{namespace}/{name}", memo, decision)
             try:
@@ -251,13 +251,12 @@ class Controller:
                 )
 
     def _explain_missing_pods(
-        self, namespace: str, jobs: list[JobView], decision: Decision
+        self, namespace: str, jobs: list[JobView], decision: Decision, now: float
     ) -> Decision:
         """A live Job without pods may be one whose pods are refused: its FailedCreate reason
         goes into the message (otherwise the run would wait for pods with nothing said)."""
         if decision.phase not in (Phase.PENDING, Phase.RUNNING):
             return decision
-        now = self.clock()
         for job in jobs:
             waited = now - (job.created_at or now)
             if (
