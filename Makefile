@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOAR_CACHE ?= $(HOME)/.cache/soar
 export SOAR_CACHE
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test test-unit lint format k8s-bins bench crd
+.PHONY: install run test test-unit lint format k8s-bins bench crd browser
 
 # The worker image's versions of the ML stack (pinned in images/constraints-worker.txt), so the
 # tests run what the image ships. The rest of that lock (vLLM and what only it needs) is not
@@ -30,8 +31,13 @@ run: install
 k8s-bins:
 	bash tools/k8s/build.sh
 
+# Headless Chromium, which renders `soar report --html` in tests/integration/test_report_html.py:
+# Debian's package, installed only when missing.
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+
 # All three tiers: tests/unit, tests/integration (tiny model, moto), tests/cluster (control plane).
-test: install k8s-bins
+test: install k8s-bins browser
 	$(BIN)/python -m pytest -q
 
 # Pure Python, nothing built or started: seconds.

@@ -6,8 +6,17 @@ import sys
 import time
 from pathlib import Path
 
-from soar.contract import EXIT_INTERRUPTED, EXIT_PERMANENT, EXIT_TRANSIENT, stage_index
+from soar import layout
+from soar.contract import (
+    EXIT_INTERRUPTED,
+    EXIT_PERMANENT,
+    EXIT_TRANSIENT,
+    POD_NAME_ENV,
+    stage_index,
+)
 from soar.manifest import load_run
+from soar.planner import Stage
+from soar.pod_log import archived_output
 from soar.runstate import StageError, completed
 from soar.spec import SpecError
 from soar.store import open_store
@@ -109,6 +118,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from soar.report import summary
 
     store = open_store(args.run)
+    if args.html:
+        from soar.report_html import write_html
+
+        print(f"report: {write_html(store, completed(store), args.html)}")
+        return 0
     print(summary(store, completed(store)))
     return 0
 
@@ -193,6 +207,12 @@ def parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="summarise a run store")
     report.add_argument("run", help="run store URI")
+    report.add_argument(
+        "--html",
+        metavar="DIR",
+        type=Path,
+        help="write DIR/index.html and its PNG plots instead (needs the experiment extra)",
+    )
     report.set_defaults(func=cmd_report)
 
     sample = sub.add_parser(
@@ -225,10 +245,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes say whether a retry can help (soar.contract): bad input exits EXIT_PERMANENT."""
+    """Exit codes say whether a retry can help (soar.contract): bad input exits EXIT_PERMANENT.
+    In a stage pod, `soar stage` archives its own output to the store (soar/pod_log.py)."""
+    args = parser().parse_args(argv)
+    pod = os.environ.get(POD_NAME_ENV) if args.func is cmd_stage else None
+    if not pod:
+        return run_command(args)
+    stage = Stage(args.name, args.step, stage_index(args.index))
+    with archived_output(args.run, layout.pod_log(stage.key, pod)):
+        return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The subcommand, its errors turned into one `error:` line and an exit code."""
     from soar.executor import ExecutorError
 
-    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

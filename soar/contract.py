@@ -21,6 +21,9 @@ EXIT_TERMINATED = 143  # SIGTERM (128 + 15): the pod was asked to stop (deleted,
 # Which student an indexed stage is: `--index`, or this variable, which the Job controller sets
 # in the pods of an Indexed Job.
 STAGE_INDEX_ENV = "JOB_COMPLETION_INDEX"
+# Set in stage pods (the downward API's metadata.name): `soar stage` then archives its own output
+# to the run store under this pod's name (soar/pod_log.py).
+POD_NAME_ENV = "SOAR_POD_NAME"
 
 
 def stage_index(flag: int | None, env: Mapping[str, str] = os.environ) -> int | None:

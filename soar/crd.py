@@ -104,6 +104,13 @@ STATUS_SCHEMA = {
         },
         "passAtKStep": _field("integer", "Step after which passAtK was measured.", minimum=0),
         "lastCheckpoint": _field("string", "URI of the latest checkpoint.", maxLength=1024),
+        "lastStepTime": _field(
+            "string", "When the operator first saw the last step committed.", format="date-time"
+        ),
+        "lastPromotionStep": _field(
+            "integer", "Step of the latest promotion (0: none); grounded reward only.", minimum=0
+        ),
+        "vendi": _field("number", "Standardised Vendi score of the last step's questions."),
         "lastFailure": _field(
             "string", "The latest failed stage attempt: Job, exit code, error line.", maxLength=1024
         ),

@@ -159,6 +159,11 @@ def stage_log(stage_key: str) -> str:
     return f"logs/{stage_key}.log"
 
 
+def pod_log(stage_key: str, pod: str) -> str:
+    """The output of one stage pod, archived by the pod itself (soar.pod_log)."""
+    return f"logs/{stage_key}/{pod}.log"
+
+
 # --------------------------------------------------------------------------------------- records
 @dataclass
 class Record:

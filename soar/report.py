@@ -27,6 +27,22 @@ def step_records(run: Run, done: set[str]) -> list[layout.StepRecord | RecordErr
     return records
 
 
+def train_segments(run: Run, done: set[str]) -> list[layout.TrainSegment | RecordError]:
+    """A fresh student's committed train stages; one that cannot be read is its error."""
+    segments: list[layout.TrainSegment | RecordError] = []
+    for t in range(1, committed_step(run.spec, done) + 1):
+        try:
+            segments.append(layout.load(run.store, layout.fresh_segment(t), layout.TrainSegment))
+        except RecordError as err:
+            segments.append(err)
+    return segments
+
+
+def mean_reward(segment: layout.TrainSegment) -> float:
+    """The mean training reward of a train stage's RLOO steps."""
+    return sum(s["reward"] for s in segment.steps) / len(segment.steps)
+
+
 def evaluations(run: Run) -> dict[int, layout.Evaluation | RecordError]:
     found: dict[int, layout.Evaluation | RecordError] = {}
     for t in evaluation_steps(run.spec):
@@ -85,14 +101,11 @@ def fresh_summary(run: Run, done: set[str]) -> str:
     """A fresh student: mean training reward per train stage, pass@k after each, and the
     protocol's result once the run is complete."""
     lines = [f"run store: {run.store.uri}", "", f"{'stage':>5}  {'RLOO steps':>10}  {'reward':>7}"]
-    for t in range(1, committed_step(run.spec, done) + 1):
-        try:
-            segment = layout.load(run.store, layout.fresh_segment(t), layout.TrainSegment)
-        except RecordError as err:
-            lines.append(f"{t:>5}  unreadable: {err}")
+    for t, segment in enumerate(train_segments(run, done), start=1):
+        if isinstance(segment, RecordError):
+            lines.append(f"{t:>5}  unreadable: {segment}")
             continue
-        reward = sum(s["reward"] for s in segment.steps) / len(segment.steps)
-        lines.append(f"{t:>5}  {segment.first:>4}-{segment.last:<5}  {reward:>7.2f}")
+        lines.append(f"{t:>5}  {segment.first:>4}-{segment.last:<5}  {mean_reward(segment):>7.2f}")
     lines += ["", f"train stages: {committed_step(run.spec, done)}/{total_steps(run.spec)}"]
     for t, ev in evaluations(run).items():
         if isinstance(ev, RecordError):

@@ -17,7 +17,16 @@ from soar.spec import SoarRun, SoarRunSpec, SpecError
 from soar.store import Store, create_json, read_json, write_json
 
 # How a run executes, not what it computes: a resumed run may change these.
-OPERATIONAL_FIELDS = {"execution", "suspend", "storage", "pods", "retries", "activeDeadlineSeconds"}
+OPERATIONAL_FIELDS = {
+    "execution",
+    "suspend",
+    "storage",
+    "pods",
+    "retries",
+    "activeDeadlineSeconds",
+    "cleanup",
+    "ttlSecondsAfterFinished",
+}
 
 
 class StageError(RuntimeError):

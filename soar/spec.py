@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from soar.spec_base import Model
-from soar.spec_execution import Execution, Pods, Retries, Storage
+from soar.spec_execution import Cleanup, Execution, Pods, Retries, Storage
 from soar.spec_fresh import FreshStudent
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
@@ -232,6 +232,13 @@ class SoarRunSpec(Model):
         False,
         description="While true no stage runs: running stage Jobs are deleted (no attempt is "
         "counted) and resuming redoes their work from the store.",
+    )
+    cleanup: Cleanup = Field(default_factory=Cleanup)
+    ttlSecondsAfterFinished: int | None = Field(
+        None,
+        ge=0,
+        description="In-cluster: delete the SoarRun (and its Jobs) this long after it succeeded "
+        "or failed; the run store is kept.",
     )
 
     @model_validator(mode="after")

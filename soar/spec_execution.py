@@ -126,6 +126,17 @@ class Retries(Model):
     maxBackoffSeconds: float = Field(600.0, ge=0, description="Longest wait between retries.")
 
 
+class Cleanup(Model):
+    keepSteps: int | None = Field(
+        3,
+        ge=0,
+        description="In-cluster: the Jobs (and pods) of the last keepSteps committed steps are "
+        "kept; older Jobs of completed work are deleted (each stage archives its own output to "
+        "the store's logs/ first). Failed attempts of work not yet completed are always kept: "
+        "retries are counted from them. null: keep every Job until the run is deleted.",
+    )
+
+
 class Execution(Model):
     parallelism: int = Field(2, ge=1, le=256, description="Stages run at once by `soar run`.")
     threadsPerStage: int = Field(1, ge=1, le=256, description="Torch threads in each stage.")

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ class S3Options:
     region: str | None = None
     addressing_style: str | None = None  # path | virtual; default: path with a custom endpoint
     retry_seconds: float = 300.0  # how long an unreachable endpoint is retried before failing
+    # The AWS variables (CREDENTIAL_KEYS) to sign with instead of this process's own: the operator
+    # reads each run's store with the keys of that run's Secret. Never printed.
+    credentials: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
     ENV = {
         "endpoint": "AWS_ENDPOINT_URL",
@@ -45,6 +48,13 @@ class S3Options:
         return {self.ENV[f]: str(v) for f, v in values.items() if v is not None}
 
 
+# The keys of a store Secret that sign requests, and boto3's names for them.
+CREDENTIAL_KEYS = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+}
+
 # Answers worth retrying: the endpoint is away, overloaded or slow. Anything else fails at once.
 RETRYABLE_CODES = {
     "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -54,9 +64,9 @@ MAX_BACKOFF_SECONDS = 20.0
 
 
 class S3Store:
-    """A prefix in an S3 bucket. Credentials come from the standard AWS variables
-    (AWS_ACCESS_KEY_ID, ...), which the operator fills from a Secret reference; the endpoint,
-    region and retry window from S3Options."""
+    """A prefix in an S3 bucket. Credentials come from S3Options.credentials when set (the
+    operator: the run's Secret), else from the standard AWS variables (a stage: the same Secret
+    by envFrom); the endpoint, region and retry window from S3Options."""
 
     def __init__(self, bucket: str, prefix: str, options: S3Options | None = None):
         import boto3
@@ -73,11 +83,13 @@ class S3Store:
             read_timeout=60,
             s3={"addressing_style": style} if style else {},
         )
+        keys = self.options.credentials or {}
         self.client = boto3.client(
             "s3",
             endpoint_url=self.options.endpoint,
             region_name=self.options.region,
             config=config,
+            **{arg: keys[var] for var, arg in CREDENTIAL_KEYS.items() if keys.get(var)},
         )
 
     def _key(self, key: str) -> str:

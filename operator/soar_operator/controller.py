@@ -12,26 +12,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from soar.contract import Phase
 from soar.lease import Lease, LeaseHeld
-from soar.manifest import error_lines
 from soar.runstate import completed, init_store
 from soar.spec import SoarRun, SoarRunSpec, SpecError
 from soar.spec_execution import PodSettings
-from soar.store import Store, StoreError, open_store
-from soar.store_s3 import S3Options
+from soar.store import Store, StoreError
 from soar_operator import metrics
+from soar_operator.cluster_run import InvalidRun, open_run_store, parse_cluster_run
 from soar_operator.jobs import (
     ACTIVE,
     POD_FIELDS,
     JobView,
     job_manifest,
-    missing_image,
     parse_time,
 )
-from soar_operator.kube import InvalidJob, Kube
+from soar_operator.kube import InvalidJob, Kube, StoreSecretError
 from soar_operator.progress import RECORD_FIELDS, read_progress
 from soar_operator.reconcile import Decision, decide, failed
 from soar_operator.status import Event, build_status, one_line, transitions
@@ -40,48 +36,8 @@ log = logging.getLogger(__name__)
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 # Failed decisions whose cause is a stage attempt: their message ends with its error line.
 JOB_FAILURES = ("PermanentError", "BackoffLimitExceeded")
-STORE_RETRY_SECONDS = 10.0
 LEASE_SECONDS = 300.0  # renewed at least every half of it while the run has stages to run
 PROGRESS_FIELDS = ("step", "totalSteps", "progress", "passAtK", "passAtKStep", *RECORD_FIELDS)
-
-
-class InvalidRun(ValueError):
-    """A manifest that cannot run in-cluster; the message is one line naming the field(s)."""
-
-
-def parse_cluster_run(body: Mapping[str, Any], pod_defaults: PodSettings) -> SoarRun:
-    """The SoarRun as `soar validate` sees it, plus what only an in-cluster run needs."""
-    meta = body.get("metadata") or {}
-    doc = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta},
-        "spec": body.get("spec"),
-    }
-    try:
-        run = SoarRun.model_validate(doc)
-    except ValidationError as err:
-        raise InvalidRun("; ".join(error_lines(err))) from None
-    if not run.spec.storage.uri:
-        raise InvalidRun(
-            "spec.storage.uri: required in-cluster (file:// on a volume every stage mounts, "
-            "or s3://bucket/prefix)"
-        )
-    for field in ("hardTrain", "hardTest"):
-        value = getattr(run.spec.data, field)
-        if value and "://" not in value and not value.startswith("/"):
-            raise InvalidRun(f"spec.data.{field}: must be an absolute path or a URI in-cluster")
-    image = missing_image(run, pod_defaults)
-    if image:
-        raise InvalidRun(image)
-    return run
-
-
-def operator_s3_options(run: SoarRun) -> S3Options:
-    """The run's S3 settings, retried only briefly: a reconcile pass must not block for minutes
-    (the next pass tries again and status says the store is unavailable)."""
-    options = run.spec.storage.s3_options()
-    return replace(options, retry_seconds=min(options.retry_seconds, STORE_RETRY_SECONDS))
 
 
 # A Job normally has its pods within seconds; only one without pods for longer is looked up
@@ -128,10 +84,14 @@ class Controller:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         previous = memo.get("status") or dict(body.get("status") or {})
-        if previous.get("phase") == Phase.SUCCEEDED and previous.get(
+        if Phase(previous.get("phase") or Phase.PENDING).terminal and previous.get(
             "observedGeneration"
         ) == meta.get("generation"):
-            # a finished run's store no longer changes: it is not read again until its spec does
+            # an ended run's store no longer changes: it is not read again until its spec does
+            if self._expired(body, previous):
+                log.info("%s/%s: deleted after spec.ttlSecondsAfterFinished", namespace, name)
+                self.kube.delete_run(namespace, name)
+                return previous, True
             metrics.mirror(namespace, name, previous)
             return previous, False
         now = self.clock()
@@ -159,7 +119,14 @@ class Controller:
             for event in transitions(previous, status):
                 self.post(body, event)
         metrics.mirror(namespace, name, status)
+        metrics.observe(namespace, name, jobs, status, now, run)
         return status, bool(decision.create or decision.delete or status != previous)
+
+    def _expired(self, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """An ended run past its spec.ttlSecondsAfterFinished (counted from completionTime)."""
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        ended = parse_time(status.get("completionTime"))
+        return ttl is not None and ended is not None and self.clock() - ended >= ttl
 
     def _hold_lease(
         self, store: Store, run_name: str, memo: MutableMapping[str, Any], decision: Decision
@@ -197,9 +164,11 @@ class Controller:
         kept = {k: previous[k] for k in PROGRESS_FIELDS if k in previous}
         try:
             run = parse_cluster_run(body, self.pod_defaults)
-            store = open_store(run.spec.storage.uri, operator_s3_options(run))
+            store = open_run_store(self.kube, body["metadata"]["namespace"], run, memo)
         except InvalidRun as err:
             return None, None, failed("InvalidSpec", str(err), jobs, started_at), kept
+        except StoreSecretError as err:
+            return None, None, self._unavailable(err, previous, started_at), kept
         except StoreError as err:  # a URI no store can serve
             return None, None, failed("StoreError", str(err), jobs, started_at), kept
         try:
@@ -209,16 +178,23 @@ class Controller:
         except SpecError as err:  # from init_store: the store holds another run
             return None, None, failed("SpecChanged", str(err), jobs, started_at), kept
         except (StoreError, OSError) as err:
-            if previous.get("phase") in (Phase.SUCCEEDED, Phase.FAILED):
-                raise  # a finished run has nothing new to say; kopf retries
-            metrics.STORE_ERRORS.inc()
-            phase = previous.get("phase") or Phase.PENDING
-            message = f"run store unavailable, retrying: {err}"
-            unavailable = Decision(phase, "StoreUnavailable", message, started_at=started_at)
-            return None, None, unavailable, kept
+            memo.pop("credentials", None)  # rotated keys are read again on the next pass
+            return None, None, self._unavailable(err, previous, started_at), kept
         queued_at = parse_time(previous.get("queuedTime"))
         decision = decide(run.spec, frozen, done, jobs, now, started_at, queued_at)
         return run, store, decision, progress
+
+    @staticmethod
+    def _unavailable(
+        err: Exception, previous: dict[str, Any], started_at: float | None
+    ) -> Decision:
+        """The run keeps its phase and waits for its store (the next pass tries again)."""
+        if previous.get("phase") in (Phase.SUCCEEDED, Phase.FAILED):
+            raise err  # an ended run has nothing new to say; kopf retries
+        metrics.STORE_ERRORS.inc()
+        phase = previous.get("phase") or Phase.PENDING
+        message = f"run store unavailable, retrying: {err}"
+        return Decision(phase, "StoreUnavailable", message, started_at=started_at)
 
     def _frozen_spec(
         self, store: Store, run: SoarRun, generation: int | None, memo: MutableMapping[str, Any]

@@ -19,6 +19,7 @@ from soar.contract import (
     LABEL_RUN,
     LABEL_STAGE,
     LABEL_STEP,
+    POD_NAME_ENV,
     PRIORITY_LABEL,
     QUEUE_LABEL,
 )
@@ -114,6 +115,8 @@ def job_manifest(
     }
     env = list(pods.env or [])
     env += [{"name": k, "value": v} for k, v in spec.storage.s3_options().env().items()]
+    # the stage archives its own output under its pod's name (Jobs of old steps are deleted)
+    env.append({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     optional = {
         "env": env,
         "envFrom": [{"secretRef": {"name": spec.storage.secretRef.name}}]
@@ -214,6 +217,7 @@ class JobView:
     pods: int = 0  # its pods that exist and have not ended (the Job's status.active)
     suspended: bool = False  # spec.suspend: held, as Kueue holds a Job until it admits it
     created_at: float | None = None
+    started_at: float | None = None  # status.startTime: set when it starts (Kueue: on admission)
 
     @property
     def permanent(self) -> bool:
@@ -251,6 +255,7 @@ def job_view(body: dict[str, Any]) -> JobView | None:
         pods=int((body.get("status") or {}).get("active") or 0),
         suspended=bool((body.get("spec") or {}).get("suspend")),
         created_at=parse_time(meta.get("creationTimestamp")),
+        started_at=parse_time((body.get("status") or {}).get("startTime")),
     )
 
 

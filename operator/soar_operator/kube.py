@@ -1,5 +1,6 @@
 """The operator's own API calls (kopf does the watching and the Events), each one timed."""
 
+import base64
 import json
 from typing import Any
 
@@ -8,10 +9,16 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from soar.contract import GROUP, PLURAL, VERSION
+from soar.store_errors import StoreError
+from soar.store_s3 import CREDENTIAL_KEYS
 from soar_operator import metrics
 from soar_operator.jobs import CONTAINER, JobView
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+class StoreSecretError(StoreError):
+    """A run's store Secret cannot be read (missing, or not granted to the operator)."""
 
 
 class InvalidJob(ValueError):
@@ -68,6 +75,15 @@ class Kube:
                 if err.status != 404:
                     raise
 
+    def delete_run(self, namespace: str, name: str) -> None:
+        """Delete a SoarRun (its Jobs follow through their owner references)."""
+        with metrics.api_call("delete", "soarruns"):
+            try:
+                self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         with metrics.api_call("patch", "soarruns/status"):
             try:
@@ -83,6 +99,26 @@ class Kube:
             except ApiException as err:
                 if err.status != 404:  # deleted meanwhile: nothing left to report on
                     raise
+
+    def store_credentials(self, namespace: str, secret: str) -> dict[str, str]:
+        """The signing keys of a run's store Secret (spec.storage.secretRef); nothing else in it
+        is read out. The values are never logged: errors name only the Secret."""
+        with metrics.api_call("get", "secrets"):
+            try:
+                body = self.core.read_namespaced_secret(secret, namespace)
+            except ApiException as err:
+                where = f"spec.storage.secretRef: Secret {namespace}/{secret}"
+                if err.status == 404:
+                    raise StoreSecretError(f"{where} not found") from None
+                if err.status == 403:
+                    raise StoreSecretError(
+                        f"{where}: the operator may not read it (bind the chart's ClusterRole "
+                        "<release>-soar-operator-store-credentials in this namespace, see the "
+                        "README, 'Store credentials')"
+                    ) from None
+                raise
+        data = body.data or {}
+        return {k: base64.b64decode(data[k]).decode() for k in CREDENTIAL_KEYS if data.get(k)}
 
     def pod_creation_refusal(self, namespace: str, job: str) -> str | None:
         """The Job controller's latest FailedCreate message for a Job (Pod Security admission,

@@ -14,6 +14,8 @@ RECORD_FIELDS = (
     "rewardMovingAverage",
     "baselineAccuracy",
     "lastCheckpoint",
+    "lastPromotionStep",
+    "vendi",
 )
 
 
@@ -50,6 +52,9 @@ def _record_fields(store: Store, spec: SoarRunSpec, step: int) -> dict[str, Any]
         "rewardMovingAverage": _signed(record.moving_average),
         "baselineAccuracy": record.baseline_accuracy,
         "lastCheckpoint": f"{store.uri}/{checkpoint}" if checkpoint else None,
+        # the history holds R_hat since the last promotion (grounded reward only; see promotion.py)
+        "lastPromotionStep": step - len(record.history) if spec.reward.kind == "grounded" else None,
+        "vendi": (record.generation or {}).get("vendi"),
     }
     return {k: v for k, v in fields.items() if v is not None}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from soar.contract import Phase
-from soar.planner import committed_step, is_complete, plan, total_steps
+from soar.planner import Stage, committed_step, is_complete, plan, student_count, total_steps
 from soar.spec import SoarRunSpec
 from soar.spec_execution import Retries
 from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
@@ -88,6 +88,7 @@ def decide(
             Phase.SUCCEEDED,
             "RunSucceeded",
             f"all {total_steps(frozen)} steps done",
+            delete=cleanup(spec, frozen, done, jobs),
             started_at=started_at,
         )
     by_unit: dict[Unit, list[JobView]] = {}
@@ -179,9 +180,34 @@ def decide(
         reason,
         f"{steps}; " + ", ".join(_describe_state(s) for s in states),
         tuple(states),
+        delete=cleanup(spec, frozen, done, jobs),
         failure=_latest(failures),
         started_at=started_at if started_at is not None else now,
     )
+
+
+def cleanup(
+    spec: SoarRunSpec, frozen: SoarRunSpec, done: set[str], jobs: Iterable[JobView]
+) -> tuple[str, ...]:
+    """Finished Jobs of completed work older than the last spec.cleanup.keepSteps committed
+    steps: the paper's run would otherwise keep ~800 Jobs. Their output is in the store (each
+    stage archives its own log); a failed attempt goes only once its work has completed, so the
+    attempts of unfinished work, which retries are counted from, stay."""
+    keep = spec.cleanup.keepSteps
+    if keep is None:
+        return ()
+    last = committed_step(frozen, done) - keep
+    return tuple(
+        j.name
+        for j in jobs
+        if j.state != ACTIVE and not j.deleting and j.step <= last and _completed(j, frozen, done)
+    )
+
+
+def _completed(job: JobView, spec: SoarRunSpec, done: set[str]) -> bool:
+    """Whether the work of a Job's stage and step is done (every student index of a student Job)."""
+    indexes = range(student_count(spec)) if job.stage == "student" else [None]
+    return all(Stage(job.stage, job.step, i).key in done for i in indexes)
 
 
 def _unit_state(

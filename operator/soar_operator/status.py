@@ -52,6 +52,7 @@ def build_status(
         "lastFailure": last_failure,
         "startTime": format_time(decision.started_at) if decision.started_at else None,
         "queuedTime": format_time(decision.queued_at) if decision.queued_at else None,
+        "lastStepTime": last_step_time(progress, previous, now),
         "completionTime": (ended or format_time(now)) if terminal else None,
         "observedGeneration": generation,
         "message": message,
@@ -60,6 +61,15 @@ def build_status(
         previous.get("conditions") or [], decision, message, progress.get("lastCheckpoint"), now
     )
     return {k: v for k, v in status.items() if v is not None}
+
+
+def last_step_time(progress: dict[str, Any], previous: dict[str, Any], now: float) -> str | None:
+    """When a pass first saw the latest committed step (so within one pass of its commit), or
+    first wrote the field for a run already past step 0."""
+    step = progress.get("step", 0)
+    if step and (step > previous.get("step", 0) or "lastStepTime" not in previous):
+        return format_time(now)
+    return previous.get("lastStepTime")
 
 
 def conditions(

@@ -110,14 +110,14 @@ def test_operator_identity_is_least_privilege(kube: Kube, namespace: str, tmp_pa
         ("list", "pods"),
         ("create", "events"),
         ("list", "events"),  # the Job controller's FailedCreate reasons
+        ("get", "secrets"),  # a run's spec.storage.secretRef, to read its store with
+        ("delete", SOARRUNS),  # an ended run past its spec.ttlSecondsAfterFinished
         ("patch", "kopfpeerings.kopf.dev"),
     ]
     denied = [
         ("create", SOARRUNS),
-        ("delete", SOARRUNS),
         ("update", SOARRUNS),
         ("patch", "jobs.batch"),
-        ("get", "secrets"),
         ("list", "secrets"),
         ("create", "pods"),
         ("delete", "pods"),
@@ -128,6 +128,7 @@ def test_operator_identity_is_least_privilege(kube: Kube, namespace: str, tmp_pa
     assert [a for a in allowed if not can(*a)] == []
     assert [d for d in denied if can(*d)] == []
     assert not can("create", "jobs.batch", where="default")  # only the namespaces it serves
+    assert not can("get", "secrets", where="default")
     assert not can("list", "nodes")
 
 
@@ -153,6 +154,8 @@ def test_the_chart_lints_strictly(tmp_path: Path) -> None:
         ("reconcileInterval=fast", "at '/reconcileInterval'"),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("userRoles.enabled=yes", "at '/userRoles/enabled'"),
+        ("monitoring.prometheusRule.stalledMinutes=soon", "/prometheusRule/stalledMinutes'"),
+        ("monitoring.serviceMonitor.enable=true", "additional properties 'enable' not allowed"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(tmp_path: Path, value: str, named: str) -> None:

@@ -101,3 +101,12 @@ def find_prometheus() -> Path:
             f"Prometheus is not unpacked yet (expected {where})\nbuild it with: {BUILD_COMMAND}"
         )
     return binary
+
+
+def find_promtool() -> Path:
+    """promtool, which Debian's prometheus package ships beside prometheus (`check rules`,
+    `test rules`)."""
+    binary = find_prometheus().parent / "promtool"
+    if not binary.exists():
+        raise MissingBinaries(f"{binary} is missing\nbuild it with: {BUILD_COMMAND}")
+    return binary

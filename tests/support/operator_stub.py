@@ -10,13 +10,15 @@ Every run of a stage leaves a file under RUNS/<stage key>/, so tests can count e
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
 
 from soar import layout
-from soar.contract import EXIT_TRANSIENT, stage_index
+from soar.contract import EXIT_TRANSIENT, POD_NAME_ENV, stage_index
 from soar.planner import Stage
+from soar.pod_log import archived_output
 from soar.store import Store, open_store, read_json
 
 # The stub's own keys in the run store, beside the run's layout.
@@ -61,9 +63,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--step", type=int, required=True)
     parser.add_argument("--index", type=int)
     args = parser.parse_args(argv)
-    index = stage_index(args.index)
-    store = open_store(args.run)
-    stage = Stage(args.name, args.step, index)
+    stage = Stage(args.name, args.step, stage_index(args.index))
+    pod = os.environ.get(POD_NAME_ENV)
+    if not pod:
+        return run(args.run, stage)
+    with archived_output(args.run, layout.pod_log(stage.key, pod)):  # as `soar stage` does
+        return run(args.run, stage)
+
+
+def run(uri: str, stage: Stage) -> int:
+    """One run of the stage: its behaviour from RULES, its outputs the first time it succeeds."""
+    store = open_store(uri)
     rules = read_json(store, RULES) if store.exists(RULES) else {}
     rule = {**rules.get(stage.name, {}), **rules.get(f"{stage.step}/{stage.name}", {})}
     earlier = len(store.list(f"{RUNS}/{stage.key}"))
@@ -79,7 +89,7 @@ def main(argv: list[str]) -> int:
     done = layout.done(stage.key)
     if not store.exists(done):
         outputs(store, stage)
-        manifest = {"stage": stage.name, "step": stage.step, "index": index, "seconds": 0.0}
+        manifest = {"stage": stage.name, "step": stage.step, "index": stage.index, "seconds": 0.0}
         store.create(done, json.dumps(manifest).encode())
     return 0
 

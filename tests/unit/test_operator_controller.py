@@ -7,13 +7,14 @@ import pytest
 
 from soar import layout
 from soar.manifest import parse_run
-from soar.runstate import frozen_spec
+from soar.runstate import completed, frozen_spec
 from soar.spec_execution import PodSettings
-from soar.store import StoreError
+from soar.store import FileStore, StoreError
+from soar_operator import cluster_run
 from soar_operator import controller as controller_module
 from soar_operator.controller import Controller
 from soar_operator.jobs import FAILED, JobView
-from soar_operator.kube import InvalidJob
+from soar_operator.kube import InvalidJob, StoreSecretError
 from tests.support.manifests import MINIMAL, soarrun
 
 NOW = 1_767_225_600.0
@@ -24,6 +25,7 @@ class FakeKube:
         self.created, self.deleted, self.patches, self.details = [], [], [], 0
         self.refuse = None
         self.refusals, self.lookups = {}, []
+        self.secrets, self.secret_reads = {}, []
 
     def create_job(self, namespace, manifest):
         if self.refuse:
@@ -34,12 +36,21 @@ class FakeKube:
     def delete_job(self, namespace, name):
         self.deleted.append(name)
 
+    def delete_run(self, namespace, name):
+        self.deleted.append(f"soarrun/{name}")
+
     def patch_status(self, namespace, name, patch):
         self.patches.append(patch)
 
     def failure_detail(self, namespace, job):
         self.details += 1
         return "exit 1: error: boom"
+
+    def store_credentials(self, namespace, secret):
+        self.secret_reads.append((namespace, secret))
+        if secret not in self.secrets:
+            raise StoreSecretError(f"spec.storage.secretRef: Secret {namespace}/{secret} not found")
+        return self.secrets[secret]
 
     def pod_creation_refusal(self, namespace, job):
         self.lookups.append(job)
@@ -155,9 +166,12 @@ def test_a_job_whose_pods_are_refused_says_why_in_the_status(ctl, kube, tmp_path
     assert kube.lookups == [] and "cannot create pods" not in status["message"]
 
 
-def test_a_succeeded_run_is_not_read_again_until_its_spec_changes(ctl, kube, tmp_path, monkeypatch):
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_an_ended_run_is_not_read_again_until_its_spec_changes(
+    ctl, kube, tmp_path, monkeypatch, phase
+):
     run = body(tmp_path / "store")
-    finished = {"phase": "Succeeded", "reason": "RunSucceeded", "observedGeneration": 1}
+    finished = {"phase": phase, "reason": "Ended", "observedGeneration": 1}
 
     def unread(store):
         raise StoreError("the store was read")
@@ -168,3 +182,49 @@ def test_a_succeeded_run_is_not_read_again_until_its_spec_changes(ctl, kube, tmp
     run["metadata"]["generation"] = 2  # an edited spec is looked at
     with pytest.raises(StoreError, match="the store was read"):
         ctl.reconcile(run, [], {"status": finished})
+
+
+def test_an_s3_store_is_read_with_the_runs_own_secret(ctl, kube, tmp_path, monkeypatch):
+    """The operator signs with the keys of the run's Secret, reads the Secret once per refresh
+    window (and again after a store error), and waits, naming the Secret, while it is missing."""
+    opened = []
+
+    def open_store(uri, options):  # no S3 server in unit tests: a file store stands in
+        opened.append(options.credentials)
+        return FileStore(tmp_path / "store")
+
+    monkeypatch.setattr(cluster_run, "open_store", open_store)
+    storage = {"uri": "s3://bucket/runs/r", "secretRef": {"name": "store"}}
+    run, memo = body(tmp_path / "unused", storage=storage), {}
+
+    status = ctl.reconcile(run, [], memo)
+    assert (status["phase"], status["reason"]) == ("Pending", "StoreUnavailable")
+    assert "Secret ns/store not found" in status["message"] and opened == []
+
+    keys = {"AWS_ACCESS_KEY_ID": "run-key", "AWS_SECRET_ACCESS_KEY": "run-secret"}
+    kube.secrets["store"] = keys
+    assert ctl.reconcile(run, [], memo)["reason"] == "WaitingForPods"
+    ctl.reconcile(run, [], memo)
+    assert opened == [keys, keys] and len(kube.secret_reads) == 2  # cached on the second pass
+
+    def denied(store):
+        raise StoreError(f"{store.uri}: cannot list 'done/': AccessDenied")
+
+    monkeypatch.setattr(controller_module, "completed", denied)
+    assert ctl.reconcile(run, [], memo)["reason"] == "StoreUnavailable"
+    monkeypatch.setattr(controller_module, "completed", completed)
+    ctl.reconcile(run, [], memo)
+    assert len(kube.secret_reads) == 3  # the error dropped the cached keys: read again
+    assert "run-secret" not in json.dumps(kube.patches)
+
+
+@pytest.mark.parametrize(("ttl", "deleted"), [(None, []), (200, []), (100, ["soarrun/r"])])
+def test_an_ended_run_is_deleted_once_its_ttl_has_passed(ctl, kube, tmp_path, ttl, deleted):
+    run = body(tmp_path / "store", ttlSecondsAfterFinished=ttl)
+    ended = {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "completionTime": "2025-12-31T23:58:20Z",  # NOW - 100 s
+    }
+    ctl.reconcile(run, [], {"status": ended})
+    assert kube.deleted == deleted

@@ -205,6 +205,32 @@ def test_a_complete_run_succeeded_even_with_failed_attempts_behind_it():
     assert (d.phase, d.reason, created(d)) == ("Succeeded", "RunSucceeded", [])
 
 
+def test_jobs_of_completed_older_steps_are_cleaned_up_but_unfinished_attempts_stay():
+    s = spec(steps=3, cleanup={"keepSteps": 1})
+    step = ("teacher-generate", "baseline", "student", "teacher-update")
+    done = through(s, "prepare", "evaluate", *(f"{t}/{x}" for t in (1, 2) for x in step))
+    done |= through(s, "3/teacher-generate")  # 2 steps committed: Jobs of steps <= 1 may go
+    gone = [
+        job("prepare", 0, 1, SUCCEEDED, NOW - 900),
+        job("evaluate", 0, 1, SUCCEEDED, NOW - 900),
+        job("teacher-generate", 1, 1, FAILED, NOW - 800),  # a retry completed this work
+        job("teacher-generate", 1, 2, SUCCEEDED, NOW - 700),
+        job("student", 1, 1, SUCCEEDED, NOW - 600),
+    ]
+    kept = [
+        job("evaluate", 1, 1, FAILED, NOW - 500),  # the evaluation after step 1 is not done
+        job("student", 2, 1, SUCCEEDED, NOW - 300),  # the last committed step is kept
+        job("baseline", 3, 1, FAILED, NOW - 100),
+    ]
+    d = decide(s, s, done, gone + kept, NOW, NOW - 1000)
+    assert d.phase == "Running"
+    assert sorted(d.delete) == sorted(j.name for j in gone)
+    # the kept failure still counts: the evaluation's next attempt is its second
+    assert ("evaluate", 1, 2) in created(d)
+    keep_all = spec(steps=3, cleanup={"keepSteps": None})
+    assert decide(keep_all, s, done, gone + kept, NOW, NOW - 1000).delete == ()
+
+
 def test_hard_only_is_a_fresh_student_trained_stage_by_stage():
     s = spec(mode="hard-only", freshStudent={"maxSteps": 30, "segmentSteps": 10})
     d = decide(s, s, through(s, "prepare"), [], NOW, NOW)

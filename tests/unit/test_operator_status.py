@@ -74,6 +74,7 @@ def test_progress_mirrors_the_latest_record_and_evaluation(tmp_path):
         "rewardMovingAverage": "-0.1250",
         "baselineAccuracy": 0.5,
         "lastCheckpoint": f"{store.uri}/{layout.teacher_checkpoint(2)}",
+        "lastPromotionStep": 2,
         "passAtK": {"1": 0.25, "4": 0.5},
         "passAtKStep": 2,
     }

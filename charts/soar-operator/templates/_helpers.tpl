@@ -23,7 +23,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "soar-operator.rules" -}}
 - apiGroups: ["soar.dev"]
   resources: ["soarruns"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]  # delete: spec.ttlSecondsAfterFinished
 - apiGroups: ["soar.dev"]
   resources: ["soarruns/status"]
   verbs: ["get", "patch"]
