@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from statistics import fmean, stdev
 
-from soar import layout
+from soar import layout, records
 from soar.evaluation import embed_questions, standardised_vendi
 from soar.hardset import read_problems
 from soar.protocol import centred_moving_average
@@ -54,13 +54,13 @@ def pass_at_k_by_method(seeds: list[int], stores: dict[str, Store]) -> dict[str,
             if method == "ps":
                 store = stores[f"soar-s{seed}"]
                 if store.exists(layout.PS):
-                    ps = layout.load(store, layout.PS, layout.PromotedStudentChoice)
+                    ps = layout.load(store, layout.PS, records.PromotedStudentChoice)
                     if ps.pass_at_k:
                         found["ps"][seed] = ps.pass_at_k
                 continue
             store = stores.get(f"{method}-s{seed}")
             if store is not None and store.exists(layout.PROTOCOL_RESULT):
-                result = layout.load(store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
+                result = layout.load(store, layout.PROTOCOL_RESULT, records.ProtocolResult)
                 found[method][seed] = result.pass_at_k
     return found
 
@@ -87,7 +87,7 @@ def training_rewards(store: Store) -> list[float]:
     run = Run.open(store)
     rows = []
     for t in range(1, run.spec.freshStudent.segments() + 1):
-        segment = layout.load(store, layout.fresh_segment(t), layout.TrainSegment)
+        segment = layout.load(store, layout.fresh_segment(t), records.TrainSegment)
         rows += [s["reward"] for s in segment.steps]
     return rows
 

@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from soar import layout
+from soar import layout, records
 from soar.store import RecordError, Store, StoreError, create_json, read_json, write_json
 
 
@@ -23,7 +23,7 @@ class LeaseHeld(RuntimeError):
 
 
 @dataclass
-class Holder(layout.Record):
+class Holder(records.Record):
     owner: str  # who drives the run: "soar run (pid 12, host a)" or "soar-operator ns/run"
     host: str
     pid: int

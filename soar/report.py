@@ -1,6 +1,6 @@
 """A run's story from its store: the one-screen summary `soar run` ends with."""
 
-from soar import layout
+from soar import layout, records
 from soar.planner import committed_step, evaluation_steps, fresh_student, total_steps
 from soar.runstate import Run
 from soar.store import RecordError, Store
@@ -16,39 +16,39 @@ def _pass_at_k(values: dict) -> str:
     return "  ".join(f"pass@{k}={v:.3f}" for k, v in values.items())
 
 
-def step_records(run: Run, done: set[str]) -> list[layout.StepRecord | RecordError]:
+def step_records(run: Run, done: set[str]) -> list[records.StepRecord | RecordError]:
     """The committed step records; one that cannot be read is its error, so the rest still show."""
-    records: list[layout.StepRecord | RecordError] = []
+    recorded: list[records.StepRecord | RecordError] = []
     for t in range(1, committed_step(run.spec, done) + 1):
         try:
             records.append(run.record(t))
         except RecordError as err:
             records.append(err)
-    return records
+    return recorded
 
 
-def train_segments(run: Run, done: set[str]) -> list[layout.TrainSegment | RecordError]:
+def train_segments(run: Run, done: set[str]) -> list[records.TrainSegment | RecordError]:
     """A fresh student's committed train stages; one that cannot be read is its error."""
-    segments: list[layout.TrainSegment | RecordError] = []
+    segments: list[records.TrainSegment | RecordError] = []
     for t in range(1, committed_step(run.spec, done) + 1):
         try:
-            segments.append(layout.load(run.store, layout.fresh_segment(t), layout.TrainSegment))
+            segments.append(layout.load(run.store, layout.fresh_segment(t), records.TrainSegment))
         except RecordError as err:
             segments.append(err)
     return segments
 
 
-def mean_reward(segment: layout.TrainSegment) -> float:
+def mean_reward(segment: records.TrainSegment) -> float:
     """The mean training reward of a train stage's RLOO steps."""
     return sum(s["reward"] for s in segment.steps) / len(segment.steps)
 
 
-def evaluations(run: Run) -> dict[int, layout.Evaluation | RecordError]:
-    found: dict[int, layout.Evaluation | RecordError] = {}
+def evaluations(run: Run) -> dict[int, records.Evaluation | RecordError]:
+    found: dict[int, records.Evaluation | RecordError] = {}
     for t in evaluation_steps(run.spec):
         if run.store.exists(layout.evaluation(t)):
             try:
-                found[t] = layout.load(run.store, layout.evaluation(t), layout.Evaluation)
+                found[t] = layout.load(run.store, layout.evaluation(t), records.Evaluation)
             except RecordError as err:
                 found[t] = err
     return found
@@ -59,13 +59,13 @@ def summary(store: Store, done: set[str]) -> str:
     run = Run.open(store)
     if fresh_student(run.spec):
         return fresh_summary(run, done)
-    records = step_records(run, done)
+    recorded = step_records(run, done)
     lines = [f"run store: {store.uri}", ""]
     header = (
         f"{'step':>4}  {'reward':>7}  {'MA':>7}  {'promoted':>8}  {'base acc':>8}  {'vendi':>6}"
     )
     lines += [header, "-" * len(header)]
-    for t, r in enumerate(records, start=1):
+    for t, r in enumerate(recorded, start=1):
         if isinstance(r, RecordError):
             lines.append(f"{t:>4}  unreadable: {r}")
             continue
@@ -75,9 +75,9 @@ def summary(store: Store, done: set[str]) -> str:
             f"{_fmt(r.moving_average, True):>7}  {'yes' if r.promoted else '':>8}  "
             f"{_fmt(r.baseline_accuracy):>8}  {_fmt(vendi):>6}"
         )
-    readable = [r for r in records if not isinstance(r, RecordError)]
+    readable = [r for r in recorded if not isinstance(r, RecordError)]
     promotions = readable[-1].promotions if readable else 0
-    lines += ["", f"steps: {len(records)}/{run.spec.steps}   promotions: {promotions}"]
+    lines += ["", f"steps: {len(recorded)}/{run.spec.steps}   promotions: {promotions}"]
     for t, ev in evaluations(run).items():
         if isinstance(ev, RecordError):
             lines.append(f"after step {t}: evaluation unreadable: {ev}")
@@ -113,7 +113,7 @@ def fresh_summary(run: Run, done: set[str]) -> str:
         else:
             lines.append(f"after {ev.step} RLOO steps: {_pass_at_k(ev.pass_at_k)}")
     if run.store.exists(layout.PROTOCOL_RESULT):
-        result = layout.load(run.store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
+        result = layout.load(run.store, layout.PROTOCOL_RESULT, records.ProtocolResult)
         lines.append(
             f"chosen step {result.chosen_step}; pass@k averaged over steps "
             f"{result.evaluated_steps}: {_pass_at_k(result.pass_at_k)}"

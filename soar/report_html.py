@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from soar import layout, report_plots
+from soar import layout, records, report_plots
 from soar.planner import committed_step, fresh_student, is_complete, total_steps
 from soar.report import evaluations, mean_reward, step_records, train_segments
 from soar.report_plots import Evaluations, Plot, Timing
@@ -71,17 +71,17 @@ def write_html(store: Store, done: set[str], folder: Path) -> Path:
 # ----------------------------------------------------------------------------------- SOAR runs
 def soar_body(run: Run, done: set[str], timings: list[Timing]) -> Body:
     """Teacher reward, promotions, baseline accuracy, Vendi and pass@k over the steps."""
-    records = step_records(run, done)
+    recorded = step_records(run, done)
     evals = evaluations(run)
     sections = [
-        section("Steps", steps_table(records, timings)),
+        section("Steps", steps_table(recorded, timings)),
         section("Evaluations", evaluations_table(evals, fresh=False) + ps_paragraph(evals)),
         section("Promotion questions (PQ)", questions_table(run.store, layout.PQ)),
     ]
-    return Body(report_plots.soar_plots(run, records, evals, timings), sections)
+    return Body(report_plots.soar_plots(run, recorded, evals, timings), sections)
 
 
-def steps_table(records: list[layout.StepRecord | RecordError], timings: list[Timing]) -> str:
+def steps_table(recorded: list[records.StepRecord | RecordError], timings: list[Timing]) -> str:
     headers = [
         "step",
         "teacher reward",
@@ -94,7 +94,7 @@ def steps_table(records: list[layout.StepRecord | RecordError], timings: list[Ti
     ]
     seconds = report_plots.seconds_per_step(timings)
     rows: list[Row] = []
-    for t, r in enumerate(records, start=1):
+    for t, r in enumerate(recorded, start=1):
         if isinstance(r, RecordError):
             rows.append(ErrorRow(t, r))
             continue
@@ -116,7 +116,7 @@ def steps_table(records: list[layout.StepRecord | RecordError], timings: list[Ti
 def ps_paragraph(evals: Evaluations) -> str:
     """PS, the promoted student the last evaluation chose, and its pass@k."""
     for ev in evals.values():
-        if isinstance(ev, layout.Evaluation) and ev.ps is not None:
+        if isinstance(ev, records.Evaluation) and ev.ps is not None:
             text = f"PS (best promoted student): {ev.ps['student'] or 'none (no promotion)'}"
             if ev.ps.get("pass_at_k"):
                 text += f"; on the hard test split {pass_at_k_text(ev.ps['pass_at_k'])}"
@@ -138,7 +138,9 @@ def fresh_body(run: Run, done: set[str], timings: list[Timing]) -> Body:
     return Body(report_plots.fresh_plots(run, segments, evals, timings), sections)
 
 
-def segments_table(segments: list[layout.TrainSegment | RecordError], timings: list[Timing]) -> str:
+def segments_table(
+    segments: list[records.TrainSegment | RecordError], timings: list[Timing]
+) -> str:
     seconds = report_plots.seconds_per_step(timings)
     rows: list[Row] = []
     for t, segment in enumerate(segments, start=1):
@@ -161,7 +163,7 @@ def protocol_paragraph(run: Run) -> str:
     if not run.store.exists(layout.PROTOCOL_RESULT):
         return ""
     try:
-        result = layout.load(run.store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
+        result = layout.load(run.store, layout.PROTOCOL_RESULT, records.ProtocolResult)
     except RecordError as err:
         return paragraph(f"protocol result unreadable: {err}", css="error")
     return paragraph(

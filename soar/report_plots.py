@@ -13,14 +13,14 @@ from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
-from soar import layout
+from soar import layout, records
 from soar.protocol import centred_moving_average
 from soar.runstate import Run
 from soar.spec import SoarRunSpec
 from soar.store import RecordError, Store, read_json
 
 Points = list[tuple[float, float]]
-Evaluations = dict[int, layout.Evaluation | RecordError]
+Evaluations = dict[int, records.Evaluation | RecordError]
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ def pyplot() -> Any:
 # ----------------------------------------------------------------------------------- SOAR runs
 def soar_plots(
     run: Run,
-    records: list[layout.StepRecord | RecordError],
+    recorded: list[records.StepRecord | RecordError],
     evals: Evaluations,
     timings: list[Timing],
 ) -> list[Plot]:
     """Teacher reward, promotions, baseline accuracy, pass@k, Vendi and stage seconds."""
-    readable = [r for r in records if not isinstance(r, RecordError)]
+    readable = [r for r in recorded if not isinstance(r, RecordError)]
     window = run.spec.promotion.window
     return [
         Plot(
@@ -114,18 +114,18 @@ def soar_plots(
     ]
 
 
-def points(records: list[layout.StepRecord], name: str) -> Points:
+def points(recorded: list[records.StepRecord], name: str) -> Points:
     """(step, value) of one field of the step records, where it has a value."""
-    return [(r.step, getattr(r, name)) for r in records if getattr(r, name) is not None]
+    return [(r.step, getattr(r, name)) for r in recorded if getattr(r, name) is not None]
 
 
-def promotions(records: list[layout.StepRecord]) -> Points:
+def promotions(recorded: list[records.StepRecord]) -> Points:
     """Promotions so far, from none at step 0 (where there are steps to show)."""
-    counted = points(records, "promotions")
+    counted = points(recorded, "promotions")
     return [(0, 0), *counted] if counted else []
 
 
-def vendi(record: layout.StepRecord) -> float | None:
+def vendi(record: records.StepRecord) -> float | None:
     return (record.generation or {}).get("vendi")
 
 
@@ -138,7 +138,7 @@ def promotion_threshold(spec: SoarRunSpec) -> float | None:
 # ------------------------------------------------------------------------- fresh-student runs
 def fresh_plots(
     run: Run,
-    segments: list[layout.TrainSegment | RecordError],
+    segments: list[records.TrainSegment | RecordError],
     evals: Evaluations,
     timings: list[Timing],
 ) -> list[Plot]:
@@ -167,7 +167,7 @@ def fresh_plots(
 
 # --------------------------------------------------------------------------- both kinds of run
 def pass_at_k_plot(evals: Evaluations, xlabel: str) -> Plot:
-    readable = [ev for ev in evals.values() if isinstance(ev, layout.Evaluation)]
+    readable = [ev for ev in evals.values() if isinstance(ev, records.Evaluation)]
     series = {
         f"pass@{k}": [(ev.step, ev.pass_at_k[k]) for ev in readable if k in ev.pass_at_k]
         for k in sorted({k for ev in readable for k in ev.pass_at_k})

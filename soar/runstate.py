@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soar import layout
+from soar import layout, records
 from soar.prompts import Domain
 from soar.spec import SoarRun, SoarRunSpec, SpecError
 from soar.store import Store, create_json, read_json, write_json
@@ -126,11 +126,11 @@ class Run:
 
         return MATH
 
-    def record(self, t: int) -> layout.StepRecord:
+    def record(self, t: int) -> records.StepRecord:
         """The step record of a committed step; step 0 is the starting state."""
         if t == 0:
-            return layout.StepRecord.start()
-        return layout.load(self.store, layout.step_record(t), layout.StepRecord)
+            return records.StepRecord.start()
+        return layout.load(self.store, layout.step_record(t), records.StepRecord)
 
     def hard(self, split: str) -> list[dict]:
         return layout.load_rows(self.store, layout.hard_split(split))

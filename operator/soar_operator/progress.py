@@ -3,7 +3,7 @@ so status stays the same size however many steps the run has."""
 
 from typing import Any
 
-from soar import layout
+from soar import layout, records
 from soar.planner import Stage, committed_step, evaluation_steps, fresh_student, total_steps
 from soar.spec import SoarRunSpec
 from soar.store import Store
@@ -33,7 +33,7 @@ def read_progress(
     if evaluated and known.get("passAtKStep") == evaluated[-1] and "passAtK" in known:
         out.update(passAtK=known["passAtK"], passAtKStep=evaluated[-1])
     elif evaluated:
-        result = layout.load(store, layout.evaluation(evaluated[-1]), layout.Evaluation)
+        result = layout.load(store, layout.evaluation(evaluated[-1]), records.Evaluation)
         passes = {str(k): float(v) for k, v in result.pass_at_k.items()}
         out.update(passAtK=passes, passAtKStep=evaluated[-1])
     return out
@@ -44,7 +44,7 @@ def _record_fields(store: Store, spec: SoarRunSpec, step: int) -> dict[str, Any]
         return {"promotions": 0}
     if fresh_student(spec):  # no step records: one student, never promoted
         return {"promotions": 0, "lastCheckpoint": f"{store.uri}/{layout.fresh_checkpoint(step)}"}
-    record = layout.load(store, layout.step_record(step), layout.StepRecord)
+    record = layout.load(store, layout.step_record(step), records.StepRecord)
     checkpoint = layout.teacher_checkpoint(step) if spec.mode == "soar" else record.baseline
     fields = {
         "promotions": record.promotions,

@@ -9,7 +9,7 @@ student after train stage t and, at the last one, apply the protocol's checkpoin
 
 from statistics import fmean
 
-from soar import layout
+from soar import layout, records
 from soar.checkpoints import load_checkpoint
 from soar.evaluation import mean_pass_at_k
 from soar.grading import answer_checker, sampled_correct
@@ -30,7 +30,7 @@ def evaluate(run: Run, t: int, index: int | None) -> dict:
         step = min(t * spec.freshStudent.segmentSteps, spec.freshStudent.maxSteps)
     else:
         student, step = run.record(t).baseline, t
-    result = layout.Evaluation(
+    result = records.Evaluation(
         step=step,
         baseline=student,
         problems=len(hard_test_problems(run)),
@@ -85,13 +85,13 @@ def train_accuracy(run: Run, student: str | None) -> float:
     return accuracy
 
 
-def select_ps(run: Run, t: int) -> layout.PromotedStudentChoice:
+def select_ps(run: Run, t: int) -> records.PromotedStudentChoice:
     """PS: the promoted student with the best greedy hard-train accuracy (the latest on ties),
     and its pass@k on the hard test split averaged over evaluation.psSeeds sampling seeds."""
     promoted = [layout.promoted_student(p) for p in range(1, run.record(t).promotions + 1)]
     accuracies = {student: train_accuracy(run, student) for student in promoted}
     best = max(reversed(promoted), key=accuracies.__getitem__, default=None)
-    ps = layout.PromotedStudentChoice(best, accuracies.get(best), accuracies)
+    ps = records.PromotedStudentChoice(best, accuracies.get(best), accuracies)
     if best is not None:
         seeds = range(run.spec.evaluation.psSeeds)
         runs = [hard_test_pass_at_k(run, best, derive_seed(run.spec.seed, "ps", s)) for s in seeds]

@@ -18,7 +18,7 @@ import io
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from soar import layout
+from soar import layout, records
 from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, save_checkpoint
 from soar.grading import answer_checker, shaped_rewards
 from soar.protocol import averaged_pass_at_k, centred_moving_average, chosen_step, phases
@@ -107,7 +107,7 @@ def train(run: Run, t: int, index: int | None) -> dict:
     # 4) save: weights, then training state, then the statistics; keep the last two stages
     save_checkpoint(run.store, layout.fresh_checkpoint(t), policy, tokenizer)
     run.store.write_bytes(layout.fresh_training_state(t), training_state(optimizer, schedule))
-    segment = layout.TrainSegment(first=first, last=last, steps=steps)
+    segment = records.TrainSegment(first=first, last=last, steps=steps)
     layout.save(run.store, layout.fresh_segment(t), segment)
     if t > 2:
         run.store.delete(layout.fresh_checkpoint(t - 2))
@@ -116,17 +116,17 @@ def train(run: Run, t: int, index: int | None) -> dict:
     return {"first": first, "last": last, "reward": sum(rewards) / len(rewards)}
 
 
-def protocol_result(run: Run) -> layout.ProtocolResult:
+def protocol_result(run: Run) -> records.ProtocolResult:
     """The checkpoint choice over the whole run: every train stage's rewards, every evaluation."""
     fresh, last = run.spec.freshStudent, run.spec.freshStudent.segments()
     rewards = [
         s["reward"]
         for t in range(1, last + 1)
-        for s in layout.load(run.store, layout.fresh_segment(t), layout.TrainSegment).steps
+        for s in layout.load(run.store, layout.fresh_segment(t), records.TrainSegment).steps
     ]
     evaluations = {}
     for t in range(last + 1):
-        evaluation = layout.load(run.store, layout.evaluation(t), layout.Evaluation)
+        evaluation = layout.load(run.store, layout.evaluation(t), records.Evaluation)
         evaluations[evaluation.step] = evaluation.pass_at_k
     # The rule reads the reward on the hard split: a curriculum's first steps train on other
     # questions, whose reward says nothing about it, so its choice starts at the switch.
@@ -134,7 +134,7 @@ def protocol_result(run: Run) -> layout.ProtocolResult:
     start = min(start, len(rewards) - 1)
     step = start + chosen_step(rewards[start:], fresh.smoothing, fresh.slopeFraction)
     averaged, pass_at_k = averaged_pass_at_k(evaluations, step, fresh.averageSteps)
-    return layout.ProtocolResult(
+    return records.ProtocolResult(
         chosen_step=step,
         evaluated_steps=averaged,
         pass_at_k=pass_at_k,

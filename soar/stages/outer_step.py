@@ -20,7 +20,7 @@ is not a SOAR run: it is a fresh student (soar/stages/fresh.py).
 
 from statistics import fmean
 
-from soar import layout
+from soar import layout, records
 from soar.planner import student_count
 from soar.promotion import dataset_rewards, decide_promotion
 from soar.prompts import encode_prompts
@@ -40,7 +40,7 @@ def teacher_generate(run: Run, t: int, index: int | None) -> dict:
         pair["dataset"] = i // n  # X_k = pairs[k*n : (k+1)*n]
         pair["id"] = f"t{t}-{i}"
     write_jsonl(run.store, layout.candidates(t), pairs)
-    generation = layout.Generation(
+    generation = records.Generation(
         attempts=attempts,
         accepted=len(pairs),
         acceptance=len(pairs) / attempts,
@@ -56,7 +56,7 @@ def baseline(run: Run, t: int, index: int | None) -> dict:
     student = run.record(t - 1).baseline
     questions = run.reward_questions(t)  # deterministic from (seed, t)
     correct, cached = students.baseline_correct(run, student, questions)
-    result = layout.Baseline(baseline=student, accuracy=fmean(correct.values()), correct=correct)
+    result = records.Baseline(baseline=student, accuracy=fmean(correct.values()), correct=correct)
     layout.save(run.store, layout.baseline(t), result)
     return {"accuracy": result.accuracy, "cached": cached}
 
@@ -76,9 +76,9 @@ def student(run: Run, t: int, index: int | None) -> dict:
     steps = students.inner_steps(run, t)
     model, tokenizer, stats = students.train_copy(run, t, index, questions, steps)
     accuracy = students.accuracy_on(run, model, tokenizer, run.reward_questions(t))
-    base = layout.load(run.store, layout.baseline(t), layout.Baseline).accuracy
+    base = layout.load(run.store, layout.baseline(t), records.Baseline).accuracy
     students.save_student(run, t, index, model, tokenizer)
-    result = layout.StudentResult(
+    result = records.StudentResult(
         dataset=dataset,
         repeat=repeat,
         reward=accuracy - base,  # R_kj
@@ -92,7 +92,7 @@ def student(run: Run, t: int, index: int | None) -> dict:
     return {"reward": result.reward, "accuracy": accuracy, "train_seconds": seconds}
 
 
-def promote(run: Run, record: layout.StepRecord, t: int, index: int, dataset: int):
+def promote(run: Run, record: records.StepRecord, t: int, index: int, dataset: int):
     """Student `index` of step t becomes the baseline; its dataset joins PQ."""
     record.promotions += 1
     record.baseline = students.promote(run, t, index, dataset, record.promotions)
@@ -104,10 +104,10 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
     spec = run.spec
     previous = run.record(t - 1)
     results = [
-        layout.load(run.store, layout.student_result(t, i), layout.StudentResult)
+        layout.load(run.store, layout.student_result(t, i), records.StudentResult)
         for i in range(student_count(spec))
     ]
-    record = layout.StepRecord(
+    record = records.StepRecord(
         step=t,
         baseline=previous.baseline,
         promotions=previous.promotions,
@@ -135,7 +135,7 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
     # 8) Commit: the step record (with what generation and the baseline measured), then the
     # cursor. The runner's completion manifest, written after this, is the commit point.
     if run.store.exists(layout.generation(t)):
-        gen = layout.load(run.store, layout.generation(t), layout.Generation)
+        gen = layout.load(run.store, layout.generation(t), records.Generation)
         record.generation = {
             "attempts": gen.attempts,
             "acceptance": gen.acceptance,
@@ -143,10 +143,10 @@ def teacher_update(run: Run, t: int, index: int | None) -> dict:
         }
     if run.store.exists(layout.baseline(t)):  # the learnability reward needs no baseline
         record.baseline_accuracy = layout.load(
-            run.store, layout.baseline(t), layout.Baseline
+            run.store, layout.baseline(t), records.Baseline
         ).accuracy
     layout.save(run.store, layout.step_record(t), record)
-    layout.save(run.store, layout.STATE, layout.State(step=t, promotions=record.promotions))
+    layout.save(run.store, layout.STATE, records.State(step=t, promotions=record.promotions))
     # The step's trained students are not needed any more: the promoted one was copied.
     for i in range(student_count(spec)):
         run.store.delete(layout.student_model(t, i))

@@ -4,7 +4,7 @@ baseline (docs/design.md, "The algorithm", steps 3-5)."""
 
 from statistics import fmean
 
-from soar import layout
+from soar import layout, records
 from soar.checkpoints import (
     compute_dtype,
     has_checkpoint,
@@ -100,7 +100,7 @@ def accuracy_on(run: Run, model, tokenizer, questions: list[dict]) -> float:
     return greedy_accuracy(sampler, questions, domain=run.domain, max_new_tokens=maximum)
 
 
-def learnability_probe(run: Run, t: int, index: int) -> layout.StudentResult:
+def learnability_probe(run: Run, t: int, index: int) -> records.StudentResult:
     """Intrinsic-T's reward for dataset `index`: per question, p = success rate of the baseline's
     samples; reward 0 if p = 0 else 1 - p; the dataset's reward is the mean."""
     spec = run.spec
@@ -118,7 +118,7 @@ def learnability_probe(run: Run, t: int, index: int) -> layout.StudentResult:
         )
     rates = [fmean(row) for row in correct]
     reward = fmean(0.0 if p == 0 else 1.0 - p for p in rates)
-    return layout.StudentResult(dataset=index, repeat=0, reward=reward, success_rates=rates)
+    return records.StudentResult(dataset=index, repeat=0, reward=reward, success_rates=rates)
 
 
 def save_student(run: Run, t: int, index: int, model, tokenizer) -> None:

@@ -1,7 +1,7 @@
 """The teacher's side of a step: sampling valid (question, answer) pairs, and its RLOO update
 over the datasets' rewards (docs/design.md, "The algorithm", steps 1 and 6)."""
 
-from soar import layout
+from soar import layout, records
 from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, save_checkpoint
 from soar.evaluation import embed_questions, standardised_vendi
 from soar.grading import answer_checker
@@ -103,7 +103,7 @@ def update_teacher(run: Run, t: int, rewards: list[float]) -> dict:
         load_optimizer_state(optimizer, run.store.read_bytes(layout.teacher_optimizer(t - 1)))
     candidates = run.candidates(t)
     advantages = dataset_advantages(rewards)  # [g] A_k
-    generation = layout.load(run.store, layout.generation(t), layout.Generation)
+    generation = layout.load(run.store, layout.generation(t), records.Generation)
     stats = teacher_step(
         policy,
         ref,

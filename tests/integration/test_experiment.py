@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soar import layout
+from soar import layout, records
 from soar.store import FileStore
 from tests.support.manifests import TINY, merge, soarrun, write_manifest
 from tests.support.runs import soar
@@ -56,12 +56,12 @@ def test_the_table_holds_what_the_runs_stored(experiment):
     doc = json.loads((experiment / "results.json").read_text())
     for method in ["hard-only", "pq", "grounded-t", "intrinsic-t", "base-t"]:
         result = layout.load(
-            store(experiment, method), layout.PROTOCOL_RESULT, layout.ProtocolResult
+            store(experiment, method), layout.PROTOCOL_RESULT, records.ProtocolResult
         )
         expected = {str(k): v for k, v in result.pass_at_k.items()}
         assert doc["pass_at_k"][method] == {"5": expected}, method
         assert doc["table"][method]["1"] == {"mean": result.pass_at_k[1], "sd": None, "n": 1}
-    ps = layout.load(store(experiment, "soar"), layout.PS, layout.PromotedStudentChoice)
+    ps = layout.load(store(experiment, "soar"), layout.PS, records.PromotedStudentChoice)
     assert doc["pass_at_k"]["ps"] == {"5": {str(k): v for k, v in ps.pass_at_k.items()}}
     assert doc["promotions"] == {"5": 1}
     markdown = (experiment / "results.md").read_text()

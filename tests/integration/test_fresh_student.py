@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from soar import layout
+from soar import layout, records
 from soar.manifest import load_run
 from soar.protocol import averaged_pass_at_k, chosen_step
 from soar.runstate import init_store
@@ -54,7 +54,7 @@ def training_steps(store: FileStore, stages: int) -> list[dict]:
     """Each RLOO step's statistics, timings left out."""
     rows = []
     for t in range(1, stages + 1):
-        segment = layout.load(store, layout.fresh_segment(t), layout.TrainSegment)
+        segment = layout.load(store, layout.fresh_segment(t), records.TrainSegment)
         rows += [{k: v for k, v in s.items() if k != "seconds"} for s in segment.steps]
     return rows
 
@@ -144,13 +144,13 @@ def test_a_curriculum_trains_on_the_questions_first_then_the_hard_split(tmp_path
         {"id": f"pq.jsonl:{i + 1}", **row} for i, row in enumerate(rows)
     ]
     # the protocol's result, recomputed from the stored rewards and evaluations
-    result = layout.load(store, layout.PROTOCOL_RESULT, layout.ProtocolResult)
+    result = layout.load(store, layout.PROTOCOL_RESULT, records.ProtocolResult)
     rewards = [s["reward"] for s in training_steps(store, 2)]
     # the rule reads the hard split's reward: from the curriculum's switch at step 4 on
     assert result.chosen_step == 4 + chosen_step(rewards[4:], 3, 0.15)
     evaluations = {
         ev.step: ev.pass_at_k
-        for ev in (layout.load(store, layout.evaluation(t), layout.Evaluation) for t in range(3))
+        for ev in (layout.load(store, layout.evaluation(t), records.Evaluation) for t in range(3))
     }
     assert sorted(evaluations) == [0, 3, 6]
     assert (result.evaluated_steps, result.pass_at_k) == averaged_pass_at_k(

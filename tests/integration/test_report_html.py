@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from soar import layout
+from soar import layout, records
 from soar.store import FileStore, open_store, write_jsonl
 from tests.support.manifests import soarrun, write_manifest
 from tests.support.runs import soar
@@ -106,7 +106,7 @@ def stage_seconds(store: Path, step: int) -> float:
 
 def step_row(store: Path, t: int) -> list[str]:
     """Step t's row as the page should show it, from the step record."""
-    r = layout.load(FileStore(store), layout.step_record(t), layout.StepRecord)
+    r = layout.load(FileStore(store), layout.step_record(t), records.StepRecord)
     return [
         str(t),
         f"{r.teacher_reward:+.3f}",
@@ -120,7 +120,7 @@ def step_row(store: Path, t: int) -> list[str]:
 
 
 def evaluation_row(store: Path, t: int) -> list[str]:
-    ev = layout.load(FileStore(store), layout.evaluation(t), layout.Evaluation)
+    ev = layout.load(FileStore(store), layout.evaluation(t), records.Evaluation)
     pass_at_k = [f"{ev.pass_at_k[k]:.3f}" for k in sorted(ev.pass_at_k)]
     model = ev.baseline or "base model"
     return [str(t), f"{ev.hard_train_accuracy:.3f}", model, str(ev.problems), *pass_at_k]
@@ -138,7 +138,7 @@ def varied_run(finished_run: Path, tmp_path_factory) -> Path:
     store = copy_run(finished_run, tmp_path_factory.mktemp("varied"))
     files = FileStore(store)
     for t in (1, 2):
-        record = layout.load(files, layout.step_record(t), layout.StepRecord)
+        record = layout.load(files, layout.step_record(t), records.StepRecord)
         record.teacher_reward = 0.1 * t + 0.0111
         record.moving_average = -0.1 * t - 0.0222
         record.baseline_accuracy = 0.3 * t + 0.0333
@@ -308,7 +308,7 @@ def test_a_fresh_student_run_shows_its_train_stages(finished_run, tmp_path):
     page = render(str(store), tmp_path / "html")
     expected = []
     for t in (1, 2):
-        segment = layout.load(FileStore(store), layout.fresh_segment(t), layout.TrainSegment)
+        segment = layout.load(FileStore(store), layout.fresh_segment(t), records.TrainSegment)
         mean = sum(s["reward"] for s in segment.steps) / len(segment.steps)
         expected.append([str(t), f"{segment.first}-{segment.last}", f"{mean:.3f}"])
     steps = page.tables["steps"]

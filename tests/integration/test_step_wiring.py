@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from soar import layout
+from soar import layout, records
 from soar.checkpoints import has_checkpoint, save_checkpoint
 from soar.runstate import Run
 from soar.stages import outer_step, students, teacher
@@ -38,7 +38,7 @@ def small_run(root: Path, **spec) -> Run:
 
 
 def save_record(run: Run, t: int, promotions: int, baseline: str | None = None) -> None:
-    record = layout.StepRecord(
+    record = records.StepRecord(
         step=t, baseline=baseline, promotions=promotions, history=[], student_rewards=[]
     )
     layout.save(run.store, layout.step_record(t), record)
@@ -47,7 +47,7 @@ def save_record(run: Run, t: int, promotions: int, baseline: str | None = None) 
 # ------------------------------------------------------------------------------ student stage
 def test_student_index_is_dataset_times_repeats_plus_repeat(tmp_path, monkeypatch):
     run = small_run(tmp_path)
-    layout.save(run.store, layout.baseline(1), layout.Baseline(None, 0.25, {}))
+    layout.save(run.store, layout.baseline(1), records.Baseline(None, 0.25, {}))
     accuracy_after = {0: 0.5, 1: 0.25, 2: 0.75, 3: 0.125}  # greedy accuracy on Q_R per index
     trained_on: dict[int, list[str]] = {}
 
@@ -62,7 +62,7 @@ def test_student_index_is_dataset_times_repeats_plus_repeat(tmp_path, monkeypatc
     for index in range(4):
         outer_step.student(run, 1, index)
     results = [
-        layout.load(run.store, layout.student_result(1, i), layout.StudentResult) for i in range(4)
+        layout.load(run.store, layout.student_result(1, i), records.StudentResult) for i in range(4)
     ]
     assert [(r.dataset, r.repeat) for r in results] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     x_0, x_1 = ["t1-0", "t1-1"], ["t1-2", "t1-3"]  # the questions of datasets 0 and 1
@@ -77,7 +77,7 @@ def test_teacher_update_groups_rewards_by_dataset_and_promotes_the_median(tmp_pa
     run = small_run(tmp_path, promotion={"threshold": 0.0, "window": 1})
     rewards = [0.25, 0.0, 0.5, -0.125]  # index 2k + j
     for index, reward in enumerate(rewards):
-        result = layout.StudentResult(dataset=index // 2, repeat=index % 2, reward=reward)
+        result = records.StudentResult(dataset=index // 2, repeat=index % 2, reward=reward)
         layout.save(run.store, layout.student_result(1, index), result)
     promoted, updated = [], []
 
@@ -172,7 +172,7 @@ def teacher_run(root: Path, keep_steps: list[int]) -> Run:
             layout.teacher_optimizer(t), optimizer_bytes(make_optimizer(model, 1e-5))
         )
     write_jsonl(run.store, layout.candidates(3), CANDIDATES)
-    generation = layout.Generation(
+    generation = records.Generation(
         attempts=4, accepted=4, acceptance=1.0, vendi=1.0, prompt_ids=[5]
     )
     layout.save(run.store, layout.generation(3), generation)

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 
-from soar import layout
+from soar import layout, records
 from soar.contract import EXIT_TRANSIENT, POD_NAME_ENV, stage_index
 from soar.planner import Stage
 from soar.pod_log import archived_output
@@ -32,7 +32,7 @@ def outputs(store: Store, stage: Stage) -> None:
     promotions = t // 2
     baseline = layout.promoted_student(promotions) if promotions else None
     if stage.name == "teacher-update":
-        record = layout.StepRecord(
+        record = records.StepRecord(
             step=t,
             baseline=baseline,
             promotions=promotions,
@@ -43,9 +43,9 @@ def outputs(store: Store, stage: Stage) -> None:
             baseline_accuracy=0.1 + 0.01 * t,
         )
         layout.save(store, layout.step_record(t), record)
-        layout.save(store, layout.STATE, layout.State(step=t, promotions=promotions))
+        layout.save(store, layout.STATE, records.State(step=t, promotions=promotions))
     elif stage.name == "evaluate":
-        evaluation = layout.Evaluation(
+        evaluation = records.Evaluation(
             step=t,
             baseline=baseline,
             problems=4,

@@ -23,6 +23,7 @@ BOTTOM_LAYER = {
     "soar.manifest",
     "soar.planner",
     "soar.protocol",
+    "soar.records",
     "soar.runstate",
     "soar.spec",
     "soar.spec_base",

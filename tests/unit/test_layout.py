@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from soar import layout
+from soar import layout, records
 from soar.store import FileStore
 
 # A step record of a grounded SOAR run as version 0.1 wrote it (window not yet full: MA null).
@@ -43,7 +43,7 @@ LEARNABILITY_RECORD = {
 
 @pytest.mark.parametrize("doc", [SOAR_RECORD, PROMOTED_RECORD, LEARNABILITY_RECORD])
 def test_step_records_round_trip_to_the_same_json(doc):
-    record = layout.StepRecord.from_json(doc)
+    record = records.StepRecord.from_json(doc)
     assert record.to_json() == doc
 
 
@@ -57,14 +57,14 @@ def test_hard_only_record_gains_only_a_null_moving_average():
         "step": 3,
         "student_rewards": [[0.125]],
     }
-    assert layout.StepRecord.from_json(old).to_json() == old | {"moving_average": None}
+    assert records.StepRecord.from_json(old).to_json() == old | {"moving_average": None}
 
 
 def test_student_result_keeps_a_null_dataset_and_drops_absent_fields():
     hard_only = {"dataset": None, "repeat": 0, "reward": 0.5, "inner_steps": 4, "accuracy": 0.75}
-    assert layout.StudentResult.from_json(hard_only).to_json() == hard_only
+    assert records.StudentResult.from_json(hard_only).to_json() == hard_only
     probe = {"dataset": 2, "repeat": 0, "reward": 0.25, "success_rates": [0.5, 1.0]}
-    assert layout.StudentResult.from_json(probe).to_json() == probe
+    assert records.StudentResult.from_json(probe).to_json() == probe
 
 
 def test_evaluation_reads_k_as_integers_and_writes_them_in_numeric_order(tmp_path):
@@ -77,7 +77,7 @@ def test_evaluation_reads_k_as_integers_and_writes_them_in_numeric_order(tmp_pat
         "step": 0,
     }
     store.write_bytes(layout.evaluation(0), json.dumps(on_disk).encode())
-    evaluation = layout.load(store, layout.evaluation(0), layout.Evaluation)
+    evaluation = layout.load(store, layout.evaluation(0), records.Evaluation)
     assert evaluation.pass_at_k == {1: 0.125, 4: 0.25, 16: 0.5}
     layout.save(store, layout.evaluation(0), evaluation)
     text = store.read_bytes(layout.evaluation(0)).decode()

@@ -5,7 +5,7 @@ Every test uses its own run name: the metrics live in prometheus_client's global
 
 from prometheus_client import REGISTRY
 
-from soar import layout
+from soar import layout, records
 from soar.planner import Stage
 from soar.store import FileStore
 from soar_operator import metrics
@@ -136,7 +136,7 @@ def test_forget_removes_every_series_of_the_run() -> None:
 def test_status_carries_the_last_promotion_step_vendi_and_last_step_time(tmp_path) -> None:
     """What the alerts need from a step record, read with it (no extra store reads)."""
     store = FileStore(tmp_path)
-    record = layout.StepRecord(
+    record = records.StepRecord(
         step=5,
         baseline=None,
         promotions=1,

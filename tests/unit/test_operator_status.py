@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from soar import layout
+from soar import layout, records
 from soar.crd import STATUS_SCHEMA
 from soar.planner import Stage
 from soar.store import FileStore
@@ -42,7 +42,7 @@ def committed_store(tmp_path, steps):
     store = CountingStore(tmp_path)
     done = {"prepare"}
     for t in range(1, steps + 1):
-        record = layout.StepRecord(
+        record = records.StepRecord(
             step=t,
             baseline=None,
             promotions=t - 1,
@@ -54,7 +54,7 @@ def committed_store(tmp_path, steps):
         )
         layout.save(store, layout.step_record(t), record)
         done.add(Stage("teacher-update", t).key)
-    evaluation = layout.Evaluation(
+    evaluation = records.Evaluation(
         step=2, baseline=None, problems=4, pass_at_k={1: 0.25, 4: 0.5}, hard_train_accuracy=0.5
     )
     layout.save(store, layout.evaluation(2), evaluation)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from soar import layout
+from soar import layout, records
 from soar.manifest import parse_run
 from soar.runstate import completed, init_store
 from soar.spec import SpecError
@@ -22,7 +22,7 @@ def store(tmp_path):
 def test_corrupt_record_names_its_key_and_the_stage_to_rerun(store):
     store.write_bytes(layout.step_record(3), b'{"step": 3, "baseli')
     with pytest.raises(RecordError) as err:
-        layout.load(store, layout.step_record(3), layout.StepRecord)
+        layout.load(store, layout.step_record(3), records.StepRecord)
     assert str(err.value) == (
         f"{store.uri}/steps/3/record.json: corrupt, not JSON (Unterminated string starting at); "
         "delete done/3/teacher-update.json to run stage 3/teacher-update again"
@@ -35,13 +35,13 @@ def test_missing_record_names_its_key(store):
         match="steps/2/students/1/result.json: missing; delete "
         "done/2/student-1.json to run stage 2/student-1 again",
     ):
-        layout.load(store, layout.student_result(2, 1), layout.StudentResult)
+        layout.load(store, layout.student_result(2, 1), records.StudentResult)
 
 
 def test_record_of_the_wrong_shape_is_named(store):
     store.write_bytes(layout.evaluation(4), json.dumps({"step": 4}).encode())
     with pytest.raises(RecordError, match="eval/4.json: not a Evaluation .*done/4/evaluate.json"):
-        layout.load(store, layout.evaluation(4), layout.Evaluation)
+        layout.load(store, layout.evaluation(4), records.Evaluation)
 
 
 def test_corrupt_jsonl_names_key_and_line(store):
