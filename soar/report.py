@@ -21,9 +21,9 @@ def step_records(run: Run, done: set[str]) -> list[records.StepRecord | RecordEr
     recorded: list[records.StepRecord | RecordError] = []
     for t in range(1, committed_step(run.spec, done) + 1):
         try:
-            records.append(run.record(t))
+            recorded.append(run.record(t))
         except RecordError as err:
-            records.append(err)
+            recorded.append(err)
     return recorded
 
 

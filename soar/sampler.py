@@ -1,6 +1,6 @@
 """Sampling from a causal LM behind one interface: transformers here, vLLM on GPU later."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,17 +57,13 @@ class TransformersSampler:
         max_new_tokens: int = 256,
         seed: int = 0,
     ) -> list[list[Sample]]:
-        flat = [p for p in prompts for _ in range(n)]
-        ids = encode_prompts(self.tokenizer, flat)
         generator = torch.Generator().manual_seed(seed)
-        was_training = self.model.training
-        self.model.eval()
-        samples: list[Sample] = []
-        for start in range(0, len(flat), self.batch_size):
-            batch = ids[start : start + self.batch_size]
-            samples.extend(self._generate_batch(batch, temperature, max_new_tokens, generator))
-        self.model.train(was_training)
-        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return in_batches(
+            self,
+            prompts,
+            n,
+            lambda ids: self._generate_batch(ids, temperature, max_new_tokens, generator),
+        )
 
     def _generate_batch(
         self,
@@ -78,14 +74,8 @@ class TransformersSampler:
     ) -> list[Sample]:
         device = self.model.device
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        batch, width = len(prompt_ids), max(len(p) for p in prompt_ids)
-        input_ids = torch.full((batch, width), pad, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for row, p in enumerate(prompt_ids):
-            input_ids[row, width - len(p) :] = torch.tensor(p)
-            attention[row, width - len(p) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = left_padded(prompt_ids, pad, device)
+        batch = len(prompt_ids)
         tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long)
         logprobs = torch.zeros((batch, max_new_tokens))
         lengths = torch.full((batch,), max_new_tokens, dtype=torch.long)
@@ -124,14 +114,60 @@ class TransformersSampler:
                 use_cache=True,
                 **next_cache(out),
             )
-        result = []
-        for row in range(batch):
-            length = int(lengths[row])
-            ids = tokens[row, :length].tolist()
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            done = bool(finished[row])
-            result.append(Sample(text, ids, logprobs[row, :length].tolist(), finished=done))
-        return result
+        return to_samples(self.tokenizer, tokens, logprobs, lengths, finished)
+
+
+def in_batches(
+    sampler,
+    prompts: Sequence[str],
+    n: int,
+    generate_batch: Callable[[list[list[int]]], list[Sample]],
+) -> list[list[Sample]]:
+    """n samples per prompt, sampler.batch_size rows per call of generate_batch (prompt token
+    ids -> one Sample per row), with the model in eval mode; grouped by prompt."""
+    flat = [p for p in prompts for _ in range(n)]
+    ids = encode_prompts(sampler.tokenizer, flat)
+    was_training = sampler.model.training
+    sampler.model.eval()
+    samples: list[Sample] = []
+    for start in range(0, len(flat), sampler.batch_size):
+        samples.extend(generate_batch(ids[start : start + sampler.batch_size]))
+    sampler.model.train(was_training)
+    return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def left_padded(
+    prompt_ids: list[list[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input ids, attention mask and position ids [B, W] of left-padded prompts; positions come
+    from the mask, as in training (soar.rloo.completion_logprobs)."""
+    batch, width = len(prompt_ids), max(len(p) for p in prompt_ids)
+    input_ids = torch.full((batch, width), pad, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    for row, p in enumerate(prompt_ids):
+        input_ids[row, width - len(p) :] = torch.tensor(p)
+        attention[row, width - len(p) :] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
+
+def to_samples(
+    tokenizer,
+    tokens: torch.Tensor,
+    logprobs: torch.Tensor,
+    lengths: torch.Tensor,
+    finished: torch.Tensor,
+) -> list[Sample]:
+    """One Sample per row of host tensors: tokens and logprobs [B, N], lengths and finished [B];
+    a row keeps its first `length` tokens (up to and with its EOS)."""
+    result = []
+    for row in range(tokens.shape[0]):
+        length = int(lengths[row])
+        ids = tokens[row, :length].tolist()
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        done = bool(finished[row])
+        result.append(Sample(text, ids, logprobs[row, :length].tolist(), finished=done))
+    return result
 
 
 def next_cache(out) -> dict:

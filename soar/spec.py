@@ -186,6 +186,9 @@ class Evaluation(Model):
     )
 
 
+SamplerKind = Literal["transformers", "device"]
+
+
 class Training(Model):
     maxGradNorm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     microBatch: int = Field(
@@ -200,6 +203,13 @@ class Training(Model):
     )
     lossNormalisation: Literal["token", "sequence"] = Field(
         "token", description="Average the policy loss over tokens or over sequences."
+    )
+    sampler: SamplerKind = Field(
+        "transformers",
+        description="How every stage samples: 'transformers', a Python loop that reads each "
+        "token's logits on the host; 'device', the same results (greedy: the same tokens; "
+        "sampled: the same distribution from another random stream) with a static KV cache and "
+        "sampling kept on the model's device, for GPU throughput. Fixed for the run's life.",
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import get_cosine_schedule_with_warmup
 
+from soar.decode import make_sampler
 from soar.prompts import Domain, encode_prompts
 from soar.rloo import (
     Normalisation,
@@ -26,7 +27,7 @@ from soar.rloo import (
     rloo_advantages,
     sequence_kl,
 )
-from soar.sampler import TransformersSampler
+from soar.spec import SamplerKind
 
 KLPenalty = Literal["loss", "reward"]
 RewardFn = Callable[[list[str], list[str]], list[float]]
@@ -183,6 +184,7 @@ def train_rloo(
     kl_penalty: KLPenalty = "loss",
     seed: int,
     sampler_batch_size: int = 256,
+    sampler_kind: SamplerKind = "transformers",
     micro_batch: int = 32,
     compute_dtype: torch.dtype | None = None,
     ref=None,
@@ -201,14 +203,15 @@ def train_rloo(
     with the adapter disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
     summed k1 from the rewards before the leave-one-out baseline (see soar.rloo). The loss runs
     `micro_batch` rollouts at a time; with compute_dtype bf16, forward passes run in bf16 over the
-    policy's own (fp32 master) weights, so no update is lost to bf16 rounding.
+    policy's own (fp32 master) weights, so no update is lost to bf16 rounding. sampler_kind is
+    spec.training.sampler (soar.decode.make_sampler).
     """
     if temperature <= 0:
         raise ValueError("RLOO samples from the policy: temperature must be > 0")
     torch.manual_seed(seed)
     if kl_coef > 0 and ref is None and not isinstance(policy, PeftModel):
         ref = frozen_copy(policy)
-    sampler = TransformersSampler(policy, tokenizer, batch_size=sampler_batch_size)
+    sampler = make_sampler(sampler_kind, policy, tokenizer, batch_size=sampler_batch_size)
     params = [p for p in policy.parameters() if p.requires_grad]
     if (optimizer is None) != (schedule is None):
         raise ValueError("pass an optimizer and its schedule together, or neither")

@@ -11,11 +11,11 @@ from statistics import fmean
 
 from soar import layout, records
 from soar.checkpoints import load_checkpoint
+from soar.decode import make_sampler
 from soar.evaluation import mean_pass_at_k
 from soar.grading import answer_checker, sampled_correct
 from soar.planner import fresh_student, total_steps
 from soar.runstate import Run, derive_seed
-from soar.sampler import TransformersSampler
 from soar.stages.fresh import protocol_result
 from soar.stages.students import accuracy_on
 from soar.store import read_json, write_json
@@ -59,7 +59,7 @@ def hard_test_pass_at_k(run: Run, student: str | None, seed: int) -> dict[int, f
     model, tokenizer = load_checkpoint(run.store, student, spec.model)
     with answer_checker() as check:
         correct = sampled_correct(  # [problems, samples]
-            TransformersSampler(model, tokenizer),
+            make_sampler(spec.training.sampler, model, tokenizer),
             hard_test_problems(run),
             domain=run.domain,
             n=spec.evaluation.samples,

@@ -3,11 +3,11 @@ reads only the store (docs/design.md, "Choices where the paper is silent")."""
 
 from soar import layout
 from soar.arith import build_arith_pool
+from soar.decode import make_sampler
 from soar.grading import answer_checker
 from soar.hardset import build_hard_set, read_problems
 from soar.models import load_model
 from soar.runstate import Run, StageError, derive_seed
-from soar.sampler import TransformersSampler
 from soar.store import write_jsonl
 
 
@@ -58,7 +58,7 @@ def build_arith_hard_set(run: Run) -> tuple[list[dict], list[dict]]:
     pool = [{"id": f"arith-{i}", **problem} for i, problem in enumerate(pool)]
     with answer_checker() as check:
         return build_hard_set(
-            TransformersSampler(model, tokenizer),
+            make_sampler(spec.training.sampler, model, tokenizer),
             run.domain,
             pool,
             k=spec.data.failK,

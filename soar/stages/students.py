@@ -12,6 +12,7 @@ from soar.checkpoints import (
     master_weights,
     save_checkpoint,
 )
+from soar.decode import make_sampler
 from soar.grading import (
     answer_checker,
     greedy_accuracy,
@@ -20,7 +21,6 @@ from soar.grading import (
     shaped_rewards,
 )
 from soar.runstate import Run, derive_seed
-from soar.sampler import TransformersSampler
 from soar.store import read_json, read_jsonl, write_json, write_jsonl
 from soar.student import enable_gradient_checkpointing, make_student, train_rloo
 
@@ -40,7 +40,7 @@ def baseline_correct(
         model, tokenizer = load_checkpoint(run.store, student, run.spec.model)
         with answer_checker() as check:
             correct = greedy_correct(
-                TransformersSampler(model, tokenizer, batch_size=GRADING_BATCH),
+                make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH),
                 missing,
                 domain=run.domain,
                 max_new_tokens=run.spec.student.maxNewTokens,
@@ -89,13 +89,14 @@ def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
             micro_batch=run.spec.training.microBatch,
             compute_dtype=compute_dtype(run.spec.model),
             seed=derive_seed(run.spec.seed, "student", t, index),
+            sampler_kind=run.spec.training.sampler,
         )
     return model, tokenizer, stats
 
 
 def accuracy_on(run: Run, model, tokenizer, questions: list[dict]) -> float:
     """Greedy accuracy of a trained student."""
-    sampler = TransformersSampler(model, tokenizer, batch_size=GRADING_BATCH)
+    sampler = make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH)
     maximum = run.spec.student.maxNewTokens
     return greedy_accuracy(sampler, questions, domain=run.domain, max_new_tokens=maximum)
 
@@ -107,7 +108,7 @@ def learnability_probe(run: Run, t: int, index: int) -> records.StudentResult:
     model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, spec.model)
     with answer_checker() as check:
         correct = sampled_correct(  # [n_questions, samples]
-            TransformersSampler(model, tokenizer),
+            make_sampler(spec.training.sampler, model, tokenizer),
             run.candidates(t, dataset=index),
             domain=run.domain,
             n=spec.reward.learnabilitySamples,

@@ -3,11 +3,11 @@ over the datasets' rewards (docs/design.md, "The algorithm", steps 1 and 6)."""
 
 from soar import layout, records
 from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, save_checkpoint
+from soar.decode import make_sampler
 from soar.evaluation import embed_questions, standardised_vendi
 from soar.grading import answer_checker
 from soar.prompts import parse_teacher_output
 from soar.runstate import Run, StageError, derive_seed
-from soar.sampler import TransformersSampler
 from soar.student import enable_gradient_checkpointing, make_student
 from soar.teacher import (
     cosine_lr,
@@ -37,7 +37,7 @@ def sample_pairs(
     that the verifier parses. Returns the pairs (with their token ids) and the number of samples
     drawn; round i of sampling is seeded by (seed, i). `what` names the samples in errors."""
     spec = run.spec
-    sampler = TransformersSampler(model, tokenizer)
+    sampler = make_sampler(spec.training.sampler, model, tokenizer)
     accepted: list[dict] = []
     attempts = 0
     with answer_checker() as check:

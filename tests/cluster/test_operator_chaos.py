@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from soar.contract import LABEL_ATTEMPT, LABEL_STAGE, LABEL_STEP
 from tests.infra.controlplane import Kube
 from tests.support.cluster import (
     TERMINAL,
@@ -56,8 +55,9 @@ def test_killing_the_operator_changes_nothing(
     cluster = Cluster(kube, ns)
     try:
         calm = stub_run("calm", tmp_path, STUB, SPEC)
-        cluster.apply(calm)
-        calm_status = cluster.wait_phase("calm", *TERMINAL, timeout=180)
+        with JobRecorder(kube, ns) as calm_recorder:  # Jobs of old steps are cleaned up
+            cluster.apply(calm)
+            calm_status = cluster.wait_phase("calm", *TERMINAL, timeout=180)
         assert calm_status["phase"] == "Succeeded", calm_status
 
         chaos = stub_run("chaos", tmp_path, STUB, SPEC)
@@ -79,11 +79,7 @@ def test_killing_the_operator_changes_nothing(
         duplicates = {key: uids for key, uids in recorder.uids.items() if len(uids) > 1}
         assert duplicates == {}
         chaos_jobs = sorted(k[1:] for k in recorder.uids if k[0] == "chaos")
-        calm_jobs = sorted(
-            (j.metadata.labels[LABEL_STEP], j.metadata.labels[LABEL_STAGE])
-            + (j.metadata.labels[LABEL_ATTEMPT],)
-            for j in cluster.jobs("calm")
-        )
+        calm_jobs = sorted(k[1:] for k in calm_recorder.uids if k[0] == "calm")
         assert chaos_jobs == calm_jobs
         assert stage_runs(chaos) == stage_runs(calm)
         assert max(stage_runs(chaos).values()) == 2  # only the injected failure ran twice
