@@ -41,16 +41,29 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    store: Store, prefix: str, model, tokenizer, adapter_base: str | None = None
+    store: Store,
+    prefix: str,
+    model,
+    tokenizer,
+    adapter_base: str | None = None,
+    adapter: str = "default",
 ) -> None:
     """Upload save_pretrained's files to a fresh folder, then the manifest that commits them.
 
     A peft model saves only its adapter; `adapter_base` names the checkpoint it sits on (None:
-    the spec's base model), recorded in BASE so loading rebuilds the same stack.
+    the spec's base model), recorded in BASE so loading rebuilds the same stack. Of a model with
+    several adapters (batched students) `adapter` is saved, as the checkpoint's only adapter.
     """
     version = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp, selected_adapters=[adapter])
+            if adapter != "default":  # peft writes a named adapter into a subfolder of its name
+                for path in (Path(tmp) / adapter).iterdir():
+                    path.rename(Path(tmp) / path.name)
+                (Path(tmp) / adapter).rmdir()
+        else:
+            model.save_pretrained(tmp)
         if hasattr(model, "peft_config"):
             (Path(tmp) / "BASE").write_text(adapter_base or "")
         else:

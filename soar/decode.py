@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import torch
 from transformers import StaticCache
 
-from soar.sampler import Sample, Sampler, TransformersSampler, in_batches, left_padded, to_samples
+from soar.sampler import (
+    Rows,
+    Sample,
+    Sampler,
+    TransformersSampler,
+    in_batches,
+    left_padded,
+    to_samples,
+)
 from soar.spec import SamplerKind
 
 # Decode steps between two "have all rows finished?" checks. Each check copies a flag to the host,
@@ -67,14 +75,18 @@ class DeviceSampler:
         n: int = 1,
         temperature: float = 1.0,
         max_new_tokens: int = 256,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
+        adapters: Sequence[str] | None = None,
     ) -> list[list[Sample]]:
-        generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        device = self.model.device
         return in_batches(
             self,
             prompts,
             n,
-            lambda ids: self._generate_batch(ids, temperature, max_new_tokens, generator),
+            lambda ids, rows: self._generate_batch(ids, temperature, max_new_tokens, rows),
+            seed=seed,
+            adapters=adapters,
+            make_generator=lambda s: torch.Generator(device=device).manual_seed(s),
         )
 
     def _generate_batch(
@@ -82,7 +94,7 @@ class DeviceSampler:
         prompt_ids: list[list[int]],
         temperature: float,
         max_new_tokens: int,
-        generator: torch.Generator,
+        rows: Rows,
     ) -> list[Sample]:
         device = self.model.device
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
@@ -96,13 +108,15 @@ class DeviceSampler:
         logprobs = torch.zeros((batch, max_new_tokens), device=device)  # [B, N]
         lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)  # [B]
         finished = torch.zeros(batch, dtype=torch.bool, device=device)  # [B]
+        streams = [(generator, index.to(device)) for generator, index in rows.streams]
+        adapters = rows.forward_kwargs()
 
         # 1) prefill: the prompts fill the cache; logits of their last position
-        logits = self._forward(input_ids, mask, positions, cache)  # [B, V]
+        logits = self._forward(input_ids, mask, positions, cache, adapters)  # [B, V]
         position = positions[:, -1:]  # [B, 1]
         for step in range(max_new_tokens):
             # 2) draw one token per row on the device; a finished row gets pad
-            token, logp = draw(logits, temperature, generator)  # [B], [B, V]
+            token, logp = draw(logits, temperature, streams)  # [B], [B, V]
             token = torch.where(finished, pad, token)
             # 3) record its log-prob under the sampling policy, and which rows just ended
             tokens[:, step] = token
@@ -117,7 +131,8 @@ class DeviceSampler:
                 break
             # 5) decode: the drawn tokens go through the model, one position further
             position = position + 1
-            logits = (self._decode or self._forward)(token[:, None], mask, position, cache)
+            decode = self._decode or self._forward
+            logits = decode(token[:, None], mask, position, cache, adapters)
 
         # 6) one copy to the host
         host = [t.cpu() for t in (tokens, logprobs, lengths, finished)]
@@ -129,9 +144,10 @@ class DeviceSampler:
         mask: torch.Tensor,
         positions: torch.Tensor,
         cache: StaticKVCache,
+        adapters: dict,
     ) -> torch.Tensor:
         """Logits [B, V] at the last of input_ids' positions; the cache takes their keys and
-        values at its own write position."""
+        values at its own write position. adapters: Rows.forward_kwargs."""
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -139,6 +155,7 @@ class DeviceSampler:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **adapters,
         )
         return out.logits[:, -1, :].float()
 
@@ -157,10 +174,13 @@ class DeviceSampler:
 
 
 def draw(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator
+    logits: torch.Tensor,
+    temperature: float,
+    streams: list[tuple[torch.Generator, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens [B] from logits [B, V] and the log-probs [B, V] of the policy they were drawn from:
     log_softmax(logits / temperature), or for temperature 0 the argmax and log_softmax(logits).
+    streams: Rows.streams (each generator draws the noise of its rows).
 
     Gumbel-max: argmax(logp + g), g = -log(-log(u)), u uniform, picks token i with probability
     exactly softmax(logp)_i, with no host sync (torch.multinomial checks its input on the host).
@@ -169,7 +189,10 @@ def draw(
     if temperature <= 0:
         return logits.argmax(-1), torch.log_softmax(logits, dim=-1)
     logp = torch.log_softmax(logits / temperature, dim=-1)
-    u = torch.rand(logp.shape, dtype=torch.float64, device=logp.device, generator=generator)
+    u = torch.empty(logp.shape, dtype=torch.float64, device=logp.device)  # [B, V]
+    for generator, index in streams:
+        shape = (len(index), logp.shape[-1])
+        u[index] = torch.rand(shape, dtype=torch.float64, device=logp.device, generator=generator)
     return (logp - torch.log(-torch.log(u))).argmax(-1), logp
 
 

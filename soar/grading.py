@@ -115,14 +115,17 @@ def sampled_correct(
     max_new_tokens: int,
     check: AnswerChecker,
     seed: int = 0,
+    adapters: list[str] | None = None,
 ) -> list[list[bool]]:
-    """[Q, n]: whether each of n samples per question ({"question", "answer"}) is correct."""
+    """[Q, n]: whether each of n samples per question ({"question", "answer"}) is correct;
+    adapters: the LoRA adapter answering each question (Sampler.generate)."""
     groups = sampler.generate(
         [domain.student_prompt(q["question"], sampler.tokenizer) for q in questions],
         n=n,
         temperature=temperature,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        adapters=adapters,
     )
     texts = [s.text for group in groups for s in group]
     verdicts = correct_many(check, texts, [q["answer"] for q in questions for _ in range(n)])
@@ -136,6 +139,7 @@ def greedy_correct(
     domain: Domain,
     max_new_tokens: int,
     check: AnswerChecker,
+    adapters: list[str] | None = None,
 ) -> list[bool]:
     """[Q]: whether the greedy (temperature 0) completion of each question is correct."""
     rows = sampled_correct(
@@ -146,6 +150,7 @@ def greedy_correct(
         temperature=0.0,
         max_new_tokens=max_new_tokens,
         check=check,
+        adapters=adapters,
     )
     return [row[0] for row in rows]
 

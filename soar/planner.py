@@ -51,6 +51,13 @@ def student_count(spec: SoarRunSpec) -> int:
     return spec.teacher.datasets * spec.student.repeats
 
 
+def student_groups(spec: SoarRunSpec) -> list[range]:
+    """The student indices each `student` stage of a step runs (--index is the group's):
+    training.studentsPerStage consecutive students a stage."""
+    size, count = spec.training.studentsPerStage, student_count(spec)
+    return [range(i, min(i + size, count)) for i in range(0, count, size)]
+
+
 def evaluation_steps(spec: SoarRunSpec) -> list[int]:
     """Step 0 (the base model), every `evaluation.every` steps, and the last step; a fresh
     student after every train stage."""
@@ -90,7 +97,7 @@ def plan(spec: SoarRunSpec, done: set[str]) -> list[Stage]:
     pending = [s for s in first if s.key not in done]
     if pending:
         return ready + pending
-    students = [Stage("student", t, i) for i in range(student_count(spec))]
+    students = [Stage("student", t, i) for i in range(len(student_groups(spec)))]
     pending = [s for s in students if s.key not in done]
     if pending:
         return ready + pending

@@ -19,6 +19,20 @@ class Sample:
     finished: bool
 
 
+@dataclass
+class Rows:
+    """What differs between the rows of one generation batch: the random stream that draws each
+    row's tokens (one generator per distinct seed, with the batch rows it draws [r]), and the
+    LoRA adapter of a multi-adapter PeftModel that computes each row (None: the model as is)."""
+
+    streams: list[tuple[torch.Generator, torch.Tensor]]
+    adapter_names: list[str] | None
+
+    def forward_kwargs(self) -> dict:
+        """peft's mixed-adapter batch: `adapter_names`, one per row (eval mode only)."""
+        return {} if self.adapter_names is None else {"adapter_names": self.adapter_names}
+
+
 class Sampler(Protocol):
     tokenizer: object  # prompts are rendered for it (chat template) and encoded with it
 
@@ -29,9 +43,14 @@ class Sampler(Protocol):
         n: int = 1,
         temperature: float = 1.0,
         max_new_tokens: int = 256,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
+        adapters: Sequence[str] | None = None,
     ) -> list[list[Sample]]:
-        """n samples per prompt (temperature 0 means greedy), deterministic for a given seed."""
+        """n samples per prompt (temperature 0 means greedy), deterministic for a given seed.
+
+        seed is one for all prompts or one per prompt: prompts that share a seed share a random
+        stream, so one student's draws do not depend on the other students batched beside it.
+        adapters names the LoRA adapter of each prompt (batched LoRA students)."""
         ...
 
 
@@ -55,14 +74,17 @@ class TransformersSampler:
         n: int = 1,
         temperature: float = 1.0,
         max_new_tokens: int = 256,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
+        adapters: Sequence[str] | None = None,
     ) -> list[list[Sample]]:
-        generator = torch.Generator().manual_seed(seed)
         return in_batches(
             self,
             prompts,
             n,
-            lambda ids: self._generate_batch(ids, temperature, max_new_tokens, generator),
+            lambda ids, rows: self._generate_batch(ids, temperature, max_new_tokens, rows),
+            seed=seed,
+            adapters=adapters,
+            make_generator=lambda s: torch.Generator().manual_seed(s),
         )
 
     def _generate_batch(
@@ -70,7 +92,7 @@ class TransformersSampler:
         prompt_ids: list[list[int]],
         temperature: float,
         max_new_tokens: int,
-        generator: torch.Generator,
+        rows: Rows,
     ) -> list[Sample]:
         device = self.model.device
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
@@ -86,12 +108,16 @@ class TransformersSampler:
             position_ids=positions,
             use_cache=True,
             logits_to_keep=1,
+            **rows.forward_kwargs(),
         )
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float().cpu()
             if temperature > 0:
                 logp = torch.log_softmax(logits / temperature, dim=-1)
-                token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+                probs = logp.exp()
+                token = torch.empty(batch, dtype=torch.long)
+                for generator, index in rows.streams:
+                    token[index] = torch.multinomial(probs[index], 1, generator=generator)[:, 0]
             else:
                 logp = torch.log_softmax(logits, dim=-1)
                 token = logits.argmax(-1)
@@ -113,6 +139,7 @@ class TransformersSampler:
                 position_ids=positions,
                 use_cache=True,
                 **next_cache(out),
+                **rows.forward_kwargs(),
             )
         return to_samples(self.tokenizer, tokens, logprobs, lengths, finished)
 
@@ -121,17 +148,36 @@ def in_batches(
     sampler,
     prompts: Sequence[str],
     n: int,
-    generate_batch: Callable[[list[list[int]]], list[Sample]],
+    generate_batch: Callable[[list[list[int]], Rows], list[Sample]],
+    *,
+    seed: int | Sequence[int],
+    adapters: Sequence[str] | None,
+    make_generator: Callable[[int], torch.Generator],
 ) -> list[list[Sample]]:
     """n samples per prompt, sampler.batch_size rows per call of generate_batch (prompt token
-    ids -> one Sample per row), with the model in eval mode; grouped by prompt."""
+    ids and their Rows -> one Sample per row), with the model in eval mode; grouped by prompt.
+    Each distinct seed gets one generator for the whole call (Sampler.generate)."""
+    seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
+    for name, values in (("seed", seeds), ("adapters", adapters)):
+        if values is not None and len(values) != len(prompts):
+            raise ValueError(f"{len(values)} values of {name} for {len(prompts)} prompts")
     flat = [p for p in prompts for _ in range(n)]
+    seeds = [s for s in seeds for _ in range(n)]
+    names = None if adapters is None else [a for a in adapters for _ in range(n)]
+    generators = {s: make_generator(s) for s in dict.fromkeys(seeds)}
     ids = encode_prompts(sampler.tokenizer, flat)
     was_training = sampler.model.training
     sampler.model.eval()
     samples: list[Sample] = []
     for start in range(0, len(flat), sampler.batch_size):
-        samples.extend(generate_batch(ids[start : start + sampler.batch_size]))
+        end = start + sampler.batch_size
+        chunk = seeds[start:end]
+        streams = [
+            (generators[s], torch.tensor([i for i, c in enumerate(chunk) if c == s]))
+            for s in dict.fromkeys(chunk)
+        ]
+        rows = Rows(streams, None if names is None else names[start:end])
+        samples.extend(generate_batch(ids[start:end], rows))
     sampler.model.train(was_training)
     return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 

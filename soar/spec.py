@@ -211,6 +211,15 @@ class Training(Model):
         "sampled: the same distribution from another random stream) with a static KV cache and "
         "sampling kept on the model's device, for GPU throughput. Fixed for the run's life.",
     )
+    studentsPerStage: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Students one student stage trains: above 1, that many LoRA students "
+        "(student.lora) share one process and one base model, with their generation, rewards "
+        "and grading batched and each student's updates those it would make alone. Fixed for "
+        "the run's life.",
+    )
 
 
 class SoarRunSpec(Model):
@@ -261,6 +270,12 @@ class SoarRunSpec(Model):
         if (self.mode == "evaluate-questions") != (self.freshStudent.questions is not None):
             raise ValueError(
                 "freshStudent.questions is set exactly when mode is evaluate-questions"
+            )
+        batched = self.training.studentsPerStage > 1 and self.reward.kind == "grounded"
+        if batched and self.student.lora is None:
+            raise ValueError(
+                "training.studentsPerStage > 1 needs student.lora: batched students are LoRA "
+                "adapters over one base model"
             )
         if self.model.dtype == "float16" and not (self.teacher.lora and self.student.lora):
             raise ValueError(

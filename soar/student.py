@@ -9,6 +9,7 @@ when kl_coef > 0, one forward pass without gradient for the reference's.
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -164,10 +165,66 @@ def rloo_backward(
     return advantages, stats | {"completion_tokens": sum(lengths) / max(1, len(lengths))}
 
 
+@dataclass
+class Learner:
+    """One student of train_students: its dataset, seed, LoRA adapter when several students
+    share one PeftModel (None: the policy as it is), and optionally an optimizer and schedule
+    carried over from an earlier stage (see train_rloo)."""
+
+    questions: list[dict]
+    seed: int
+    adapter: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+
+
 def train_rloo(
     policy,
     tokenizer,
     questions: list[dict],
+    *,
+    seed: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    **settings,
+) -> list[dict]:
+    """Train policy in place with RLOO on questions ({"question", "answer"}); stats per step.
+    settings: train_students's.
+
+    An inner loop runs steps 0..steps-1 with a fresh AdamW and cosine schedule over `steps`. A
+    longer run split into stages (a fresh student) passes its own optimizer and schedule, carried
+    from stage to stage, and the global index of its first step (start_step): batches and
+    sampling seeds depend on the global step, so the stages train exactly as one uninterrupted
+    run would.
+    """
+    learner = Learner(questions, seed, optimizer=optimizer, schedule=schedule)
+    return train_students(policy, tokenizer, [learner], **settings)[0]
+
+
+def add_adapters(policy: PeftModel, count: int) -> list[str]:
+    """Batched LoRA students: `count` adapters on one PeftModel (make_student's "default" and
+    count-1 more), each initialised as make_student initialises a student's adapter alone.
+    Returns their names."""
+    names = ["default"] + [f"student-{k}" for k in range(1, count)]
+    config = policy.peft_config["default"]
+    for name in names[1:]:
+        torch.manual_seed(0)  # make_student's seed: the same A matrices as a student alone
+        policy.add_adapter(name, config)
+    policy.set_adapter("default")
+    return names
+
+
+def adapter_parameters(policy, adapter: str | None) -> list[torch.nn.Parameter]:
+    """The parameters one learner trains: its adapter's, or every trainable one."""
+    if adapter is None:
+        return [p for p in policy.parameters() if p.requires_grad]
+    return [p for name, p in policy.named_parameters() if f".{adapter}." in name]
+
+
+def train_students(
+    policy,
+    tokenizer,
+    learners: list[Learner],
     *,
     domain: Domain,
     reward_fn: RewardFn,
@@ -182,25 +239,24 @@ def train_rloo(
     max_grad_norm: float = 1.0,
     normalisation: Normalisation = "token",
     kl_penalty: KLPenalty = "loss",
-    seed: int,
     sampler_batch_size: int = 256,
     sampler_kind: SamplerKind = "transformers",
     micro_batch: int = 32,
     compute_dtype: torch.dtype | None = None,
     ref=None,
     start_step: int = 0,
-    optimizer: torch.optim.Optimizer | None = None,
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> list[dict]:
-    """Train policy in place with RLOO on questions ({"question", "answer"}); stats per step.
+) -> list[list[dict]]:
+    """Train each learner in place with RLOO on its questions; stats per learner and step.
 
-    An inner loop runs steps 0..steps-1 with a fresh AdamW and cosine schedule over `steps`. A
-    longer run split into stages (a fresh student) passes its own optimizer and schedule, carried
-    from stage to stage, and the global index of its first step: batches and sampling seeds
-    depend on the global step, so the stages train exactly as one uninterrupted run would.
+    Several learners are LoRA students sharing one base model (add_adapters): each step samples
+    all of them in one batched generation (peft's mixed-adapter batch, one random stream per
+    learner), scores all completions in one reward call, then backpropagates and steps each
+    learner's own loss, clipping and AdamW. So each learner trains exactly as it would alone
+    when a sampler batch holds whole learners (sampler_batch_size is rounded down to a multiple
+    of one learner's rollouts; the test compares both).
 
     The KL reference is ref if given, else the starting weights (a frozen copy, or the LoRA base
-    with the adapter disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
+    with the adapters disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
     summed k1 from the rewards before the leave-one-out baseline (see soar.rloo). The loss runs
     `micro_batch` rollouts at a time; with compute_dtype bf16, forward passes run in bf16 over the
     policy's own (fp32 master) weights, so no update is lost to bf16 rounding. sampler_kind is
@@ -208,69 +264,95 @@ def train_rloo(
     """
     if temperature <= 0:
         raise ValueError("RLOO samples from the policy: temperature must be > 0")
-    torch.manual_seed(seed)
+    shared = len(learners) > 1
+    if shared and any(learner.adapter is None for learner in learners):
+        raise ValueError("several learners share one model only as LoRA adapters")
+    torch.manual_seed(learners[0].seed)
     if kl_coef > 0 and ref is None and not isinstance(policy, PeftModel):
         ref = frozen_copy(policy)
+    rollouts = batch_questions * group_size  # one learner's, per step
+    if shared:
+        sampler_batch_size = max(1, sampler_batch_size // rollouts) * rollouts
     sampler = make_sampler(sampler_kind, policy, tokenizer, batch_size=sampler_batch_size)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if (optimizer is None) != (schedule is None):
-        raise ValueError("pass an optimizer and its schedule together, or neither")
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
-    order = question_order(len(questions), seed)
+    params, orders = [], []
+    for learner in learners:
+        params.append(adapter_parameters(policy, learner.adapter))
+        if (learner.optimizer is None) != (learner.schedule is None):
+            raise ValueError("pass an optimizer and its schedule together, or neither")
+        if learner.optimizer is None:
+            learner.optimizer = torch.optim.AdamW(params[-1], lr=lr, weight_decay=0.0)
+            learner.schedule = get_cosine_schedule_with_warmup(
+                learner.optimizer, warmup_steps, steps
+            )
+        orders.append(question_order(len(learner.questions), learner.seed))
     policy.train()
 
-    history = []
+    histories: list[list[dict]] = [[] for _ in learners]
     for step in range(start_step, start_step + steps):
         start = time.perf_counter()
-        batch = step_batch(questions, order, step, batch_questions)
-        prompts = [domain.student_prompt(q["question"], tokenizer) for q in batch]
+        # 1) every learner's batch of questions, and their prompts [S*Q]
+        batches = [
+            step_batch(learner.questions, order, step, batch_questions)
+            for learner, order in zip(learners, orders, strict=True)
+        ]
+        prompts = [domain.student_prompt(q["question"], tokenizer) for b in batches for q in b]
+        # 2) one batched generation: G samples per prompt, each learner's own seed and adapter
+        per_prompt = [learner for learner in learners for _ in range(batch_questions)]
         with autocast(policy, compute_dtype):
             groups = sampler.generate(
                 prompts,
                 n=group_size,
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
-                seed=seed * 10_007 + step,
+                seed=[learner.seed * 10_007 + step for learner in per_prompt],
+                adapters=[learner.adapter for learner in per_prompt] if shared else None,
             )
-        samples = [s for group in groups for s in group]
-        references = [q["answer"] for q in batch for _ in range(group_size)]
+        samples = [s for group in groups for s in group]  # [S*Q*G]
+        # 3) one reward call for every completion: [S, Q, G]
+        references = [q["answer"] for b in batches for q in b for _ in range(group_size)]
         rewards = torch.tensor(
             reward_fn([s.text for s in samples], references), dtype=torch.float32
-        )
-
+        ).view(len(learners), batch_questions, group_size)
         prompt_ids = encode_prompts(tokenizer, prompts)
-        optimizer.zero_grad(set_to_none=True)
-        _, loss_stats = rloo_backward(
-            policy,
-            ref,
-            [ids for ids in prompt_ids for _ in range(group_size)],
-            [s.token_ids for s in samples],
-            rewards.view(batch_questions, group_size),
-            pad_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            kl_coef=kl_coef,
-            kl_penalty=kl_penalty,
-            normalisation=normalisation,
-            micro_batch=micro_batch,
-            compute_dtype=compute_dtype,
-        )
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        lr_now = schedule.get_last_lr()[0]
-        optimizer.step()
-        schedule.step()
-        history.append(
-            {
-                "step": step,
-                "reward": rewards.mean().item(),
-                "kl": loss_stats["kl"],
-                "loss": loss_stats["loss"],
-                "grad_norm": grad_norm.item(),
-                "lr": lr_now,
-                "completion_tokens": loss_stats["completion_tokens"],
-                "seconds": time.perf_counter() - start,
-            }
-        )
+        # 4) each learner's RLOO loss, clipping and optimizer step, on its own adapter
+        for k, learner in enumerate(learners):
+            if shared:
+                policy.set_adapter(learner.adapter)
+            rows = slice(k * rollouts, (k + 1) * rollouts)
+            learner.optimizer.zero_grad(set_to_none=True)
+            _, loss_stats = rloo_backward(
+                policy,
+                ref,
+                [
+                    ids
+                    for ids in prompt_ids[k * batch_questions : (k + 1) * batch_questions]
+                    for _ in range(group_size)
+                ],
+                [s.token_ids for s in samples[rows]],
+                rewards[k],
+                pad_id=tokenizer.pad_token_id,
+                temperature=temperature,
+                kl_coef=kl_coef,
+                kl_penalty=kl_penalty,
+                normalisation=normalisation,
+                micro_batch=micro_batch,
+                compute_dtype=compute_dtype,
+            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(params[k], max_grad_norm)
+            lr_now = learner.schedule.get_last_lr()[0]
+            learner.optimizer.step()
+            learner.schedule.step()
+            histories[k].append(
+                {
+                    "step": step,
+                    "reward": rewards[k].mean().item(),
+                    "kl": loss_stats["kl"],
+                    "loss": loss_stats["loss"],
+                    "grad_norm": grad_norm.item(),
+                    "lr": lr_now,
+                    "completion_tokens": loss_stats["completion_tokens"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
     policy.eval()  # ready for grading
-    return history
+    return histories

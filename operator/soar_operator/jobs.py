@@ -23,7 +23,7 @@ from soar.contract import (
     PRIORITY_LABEL,
     QUEUE_LABEL,
 )
-from soar.planner import Stage, student_count
+from soar.planner import Stage, student_groups
 from soar.spec import SoarRun
 from soar.spec_execution import PodSettings
 
@@ -145,7 +145,7 @@ def job_manifest(
         "template": {"metadata": pod_metadata, "spec": pod_spec},
     }
     if stage == "student":
-        count = student_count(spec)
+        count = len(student_groups(spec))  # one index per student stage
         job_spec.update(
             completionMode="Indexed",
             completions=count,

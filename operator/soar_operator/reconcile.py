@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from soar.contract import Phase
-from soar.planner import Stage, committed_step, is_complete, plan, student_count, total_steps
+from soar.planner import (
+    Stage,
+    committed_step,
+    is_complete,
+    plan,
+    student_groups,
+    total_steps,
+)
 from soar.spec import SoarRunSpec
 from soar.spec_execution import Retries
 from soar_operator.jobs import ACTIVE, SUCCEEDED, JobView
@@ -206,7 +213,7 @@ def cleanup(
 
 def _completed(job: JobView, spec: SoarRunSpec, done: set[str]) -> bool:
     """Whether the work of a Job's stage and step is done (every student index of a student Job)."""
-    indexes = range(student_count(spec)) if job.stage == "student" else [None]
+    indexes = range(len(student_groups(spec))) if job.stage == "student" else [None]
     return all(Stage(job.stage, job.step, i).key in done for i in indexes)
 
 

@@ -5,7 +5,8 @@ left in the run store and writes its own outputs; the runner writes its completi
     teacher-generate   1) the teacher writes g datasets X_1..X_g of n (question, answer) pairs
     baseline           2) reward questions Q_R, fresh each step
                        3) greedy accuracy of the baseline student on Q_R
-    student (k, j)     4) a copy of the baseline trained on X_k with RLOO; R_kj = acc' - acc_base
+    student (group)    4) a copy of the baseline trained on X_k with RLOO; R_kj = acc' - acc_base
+                          (studentsPerStage students (k, j) a stage, batched as LoRA adapters)
     teacher-update     5) teacher reward R_k = mean_j R_kj, R_hat = mean_k R_k
                        6) promotion: if the moving average of R_hat > tau, the best dataset's
                           median student becomes the baseline and X_k joins PQ
@@ -21,7 +22,7 @@ is not a SOAR run: it is a fresh student (soar/stages/fresh.py).
 from statistics import fmean
 
 from soar import layout, records
-from soar.planner import student_count
+from soar.planner import student_count, student_groups
 from soar.promotion import dataset_rewards, decide_promotion
 from soar.prompts import encode_prompts
 from soar.runstate import Run, StageError, derive_seed
@@ -62,34 +63,45 @@ def baseline(run: Run, t: int, index: int | None) -> dict:
 
 
 def student(run: Run, t: int, index: int | None) -> dict:
-    """4) Inner loop (k, j) = divmod(index, r): train a copy of the baseline on X_k, then
-    R_kj = greedy accuracy on Q_R after training minus the baseline's."""
+    """4) The inner loops of student group `index` (training.studentsPerStage students i, each
+    (k, j) = divmod(i, r)): train a copy of the baseline on X_k, then R_kj = greedy accuracy on
+    Q_R after training minus the baseline's."""
     spec = run.spec
-    if index is None or not 0 <= index < student_count(spec):
-        raise StageError(f"student step {t}: --index must be in [0, {student_count(spec)})")
+    groups = student_groups(spec)
+    if index is None or not 0 <= index < len(groups):
+        raise StageError(f"student step {t}: --index must be in [0, {len(groups)})")
     if spec.reward.kind == "learnability":
-        result = students.learnability_probe(run, t, index)
-        layout.save(run.store, layout.student_result(t, index), result)
-        return {"reward": result.reward}
-    dataset, repeat = divmod(index, spec.student.repeats)
-    questions = run.candidates(t, dataset=dataset)
+        rewards = []
+        for i in groups[index]:
+            result = students.learnability_probe(run, t, i)
+            layout.save(run.store, layout.student_result(t, i), result)
+            rewards.append(result.reward)
+        return {"rewards": rewards}
     steps = students.inner_steps(run, t)
-    model, tokenizer, stats = students.train_copy(run, t, index, questions, steps)
-    accuracy = students.accuracy_on(run, model, tokenizer, run.reward_questions(t))
+    model, tokenizer, adapters, stats = students.train_copies(run, t, groups[index], steps)
+    accuracies = students.accuracies_on(run, model, tokenizer, run.reward_questions(t), adapters)
     base = layout.load(run.store, layout.baseline(t), records.Baseline).accuracy
-    students.save_student(run, t, index, model, tokenizer)
-    result = records.StudentResult(
-        dataset=dataset,
-        repeat=repeat,
-        reward=accuracy - base,  # R_kj
-        inner_steps=steps,
-        accuracy=accuracy,
-        baseline_accuracy=base,
-        train=[{k: v for k, v in s.items() if k != "seconds"} for s in stats],
-    )
-    layout.save(run.store, layout.student_result(t, index), result)
-    seconds = sum(s["seconds"] for s in stats)
-    return {"reward": result.reward, "accuracy": accuracy, "train_seconds": seconds}
+    for i, adapter, accuracy, history in zip(
+        groups[index], adapters, accuracies, stats, strict=True
+    ):
+        students.save_student(run, t, i, model, tokenizer, adapter)
+        dataset, repeat = divmod(i, spec.student.repeats)
+        result = records.StudentResult(
+            dataset=dataset,
+            repeat=repeat,
+            reward=accuracy - base,  # R_kj
+            inner_steps=steps,
+            accuracy=accuracy,
+            baseline_accuracy=base,
+            train=[{k: v for k, v in s.items() if k != "seconds"} for s in history],
+        )
+        layout.save(run.store, layout.student_result(t, i), result)
+    seconds = sum(s["seconds"] for s in stats[-1])  # a step's time, once all students took it
+    return {
+        "rewards": [a - base for a in accuracies],
+        "accuracies": accuracies,
+        "train_seconds": seconds,
+    }
 
 
 def promote(run: Run, record: records.StepRecord, t: int, index: int, dataset: int):

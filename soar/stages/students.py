@@ -2,6 +2,7 @@
 the baseline with RLOO, the learnability probe (Intrinsic-T), and promotion of a student to
 baseline (docs/design.md, "The algorithm", steps 3-5)."""
 
+from collections.abc import Sequence
 from statistics import fmean
 
 from soar import layout, records
@@ -15,14 +16,19 @@ from soar.checkpoints import (
 from soar.decode import make_sampler
 from soar.grading import (
     answer_checker,
-    greedy_accuracy,
     greedy_correct,
     sampled_correct,
     shaped_rewards,
 )
 from soar.runstate import Run, derive_seed
 from soar.store import read_json, read_jsonl, write_json, write_jsonl
-from soar.student import enable_gradient_checkpointing, make_student, train_rloo
+from soar.student import (
+    Learner,
+    add_adapters,
+    enable_gradient_checkpointing,
+    make_student,
+    train_students,
+)
 
 GRADING_BATCH = 64  # prompts per greedy generation batch
 
@@ -60,20 +66,35 @@ def inner_steps(run: Run, t: int) -> int:
     return min(spec.innerSteps + spec.extraStepsAfterPromotion * promotions, spec.maxInnerSteps)
 
 
-def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
-    """Copy the baseline of step t and train it with RLOO on `questions` (their answers are the
-    reference, right or wrong). Returns (model, tokenizer, per-step stats)."""
+def train_copies(
+    run: Run, t: int, indices: Sequence[int], steps: int
+) -> tuple[object, object, list[str | None], list[list[dict]]]:
+    """Copy the baseline of step t and train students `indices` with RLOO, student i on dataset
+    X_k, (k, j) = divmod(i, r) (the answers are the reference, right or wrong). One student is
+    the model itself (full fine-tuning or one LoRA adapter); several are LoRA adapters of one
+    model, trained together (training.studentsPerStage). Returns (model, tokenizer, each
+    student's adapter name or None, each student's per-step stats)."""
     spec = run.spec.student
-    base = master_weights(run.spec.model, lora=spec.lora is not None)
+    lora = spec.lora.model_dump() if spec.lora else None
+    base = master_weights(run.spec.model, lora=lora is not None)
     model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, base)
-    model = make_student(model, spec.lora.model_dump() if spec.lora else None)
+    model = make_student(model, lora)
+    adapters = add_adapters(model, len(indices)) if len(indices) > 1 else [None]
     if run.spec.training.gradientCheckpointing:
         enable_gradient_checkpointing(model)
+    learners = [
+        Learner(
+            run.candidates(t, dataset=i // spec.repeats),
+            derive_seed(run.spec.seed, "student", t, i),
+            adapter,
+        )
+        for i, adapter in zip(indices, adapters, strict=True)
+    ]
     with answer_checker() as check:
-        stats = train_rloo(
+        stats = train_students(
             model,
             tokenizer,
-            questions,
+            learners,
             domain=run.domain,
             reward_fn=lambda c, r: shaped_rewards(check, c, r),
             steps=steps,
@@ -88,17 +109,34 @@ def train_copy(run: Run, t: int, index: int, questions: list[dict], steps: int):
             normalisation=run.spec.training.lossNormalisation,
             micro_batch=run.spec.training.microBatch,
             compute_dtype=compute_dtype(run.spec.model),
-            seed=derive_seed(run.spec.seed, "student", t, index),
             sampler_kind=run.spec.training.sampler,
         )
-    return model, tokenizer, stats
+    return model, tokenizer, adapters, stats
+
+
+def accuracies_on(
+    run: Run, model, tokenizer, questions: list[dict], adapters: list[str | None]
+) -> list[float]:
+    """Greedy accuracy on `questions` of each trained student (its adapter; None: the model as
+    it is), all graded in one batched generation."""
+    sampler = make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH)
+    per_question = None if adapters == [None] else [a for a in adapters for _ in questions]
+    with answer_checker() as check:
+        correct = greedy_correct(
+            sampler,
+            questions * len(adapters),
+            domain=run.domain,
+            max_new_tokens=run.spec.student.maxNewTokens,
+            check=check,
+            adapters=per_question,
+        )
+    n = len(questions)
+    return [fmean(correct[k * n : (k + 1) * n]) for k in range(len(adapters))]
 
 
 def accuracy_on(run: Run, model, tokenizer, questions: list[dict]) -> float:
     """Greedy accuracy of a trained student."""
-    sampler = make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH)
-    maximum = run.spec.student.maxNewTokens
-    return greedy_accuracy(sampler, questions, domain=run.domain, max_new_tokens=maximum)
+    return accuracies_on(run, model, tokenizer, questions, [None])[0]
 
 
 def learnability_probe(run: Run, t: int, index: int) -> records.StudentResult:
@@ -122,10 +160,11 @@ def learnability_probe(run: Run, t: int, index: int) -> records.StudentResult:
     return records.StudentResult(dataset=index, repeat=0, reward=reward, success_rates=rates)
 
 
-def save_student(run: Run, t: int, index: int, model, tokenizer) -> None:
+def save_student(run: Run, t: int, index: int, model, tokenizer, adapter: str | None) -> None:
     """A LoRA student is saved as its adapter over the baseline it was copied from."""
     base = run.record(t - 1).baseline
-    save_checkpoint(run.store, layout.student_model(t, index), model, tokenizer, adapter_base=base)
+    key = layout.student_model(t, index)
+    save_checkpoint(run.store, key, model, tokenizer, base, adapter or "default")
 
 
 def promote(run: Run, t: int, index: int, dataset: int, number: int) -> str:

@@ -142,6 +142,27 @@ def test_lora_teacher_and_students(tmp_path):
 
 
 @pytest.mark.slow
+def test_batched_lora_students_give_the_step_a_one_student_stage_run_gives(tmp_path):
+    """4 students (2 datasets x 2 repeats) as 2 stages of 2 LoRA adapters each, against 4
+    stages of one: the same rewards and training losses, so the same step record."""
+    lora = {"student": {"lora": {"rank": 4}}}
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "batched").mkdir()
+    alone = small_run(tmp_path / "alone", **lora)
+    batched = small_run(tmp_path / "batched", **lora, training={"studentsPerStage": 2})
+    assert (batched / layout.done("1/student-1")).exists()
+    assert not (batched / layout.done("1/student-2")).exists()
+    for i in range(4):
+        a, b = (json.loads((s / layout.student_result(1, i)).read_text()) for s in (alone, batched))
+        assert (b["dataset"], b["repeat"], b["reward"]) == (a["dataset"], a["repeat"], a["reward"])
+        losses = [[step[key] for step in r["train"]] for r in (a, b) for key in ("loss", "reward")]
+        assert losses[2:] == [pytest.approx(x, rel=1e-4, abs=1e-6) for x in losses[:2]], i
+    records = [json.loads((s / layout.step_record(1)).read_text()) for s in (alone, batched)]
+    keys = ("student_rewards", "promoted_student", "baseline_accuracy")
+    assert [records[1][k] for k in keys] == [records[0][k] for k in keys]
+
+
+@pytest.mark.slow
 def test_learnability_reward(tmp_path):
     store = small_run(tmp_path, reward={"kind": "learnability", "learnabilitySamples": 4})
     record = json.loads((store / layout.step_record(1)).read_text())

@@ -13,7 +13,7 @@ import pytest
 
 from soar import layout, records
 from soar.checkpoints import has_checkpoint, save_checkpoint
-from soar.runstate import Run
+from soar.runstate import Run, StageError, derive_seed
 from soar.stages import outer_step, students, teacher
 from soar.store import FileStore, write_jsonl
 from soar.teacher import make_optimizer, optimizer_bytes
@@ -45,22 +45,40 @@ def save_record(run: Run, t: int, promotions: int, baseline: str | None = None) 
 
 
 # ------------------------------------------------------------------------------ student stage
-def test_student_index_is_dataset_times_repeats_plus_repeat(tmp_path, monkeypatch):
-    run = small_run(tmp_path)
+@pytest.mark.parametrize(
+    ("per_stage", "groups"), [(1, [[0], [1], [2], [3]]), (3, [[0, 1, 2], [3]])]
+)
+def test_student_index_is_dataset_times_repeats_plus_repeat(
+    tmp_path, monkeypatch, per_stage, groups
+):
+    lora = {"rank": 2, "alpha": 4}
+    run = small_run(tmp_path, training={"studentsPerStage": per_stage}, student={"lora": lora})
     layout.save(run.store, layout.baseline(1), records.Baseline(None, 0.25, {}))
     accuracy_after = {0: 0.5, 1: 0.25, 2: 0.75, 3: 0.125}  # greedy accuracy on Q_R per index
     trained_on: dict[int, list[str]] = {}
+    trained_together: list[list[int]] = []
+    by_seed = {derive_seed(run.spec.seed, "student", 1, i): i for i in range(4)}
 
-    def train_copy(run, t, index, questions, steps):
-        trained_on[index] = [q["id"] for q in questions]
-        return index, None, [{"loss": 0.0, "seconds": 0.0}]  # the "model" is its index
+    def train_students(model, tokenizer, learners, **settings):
+        indices = [by_seed[learner.seed] for learner in learners]  # each learner's own seed
+        trained_together.append(indices)
+        for i, learner in zip(indices, learners, strict=True):
+            trained_on[i] = [q["id"] for q in learner.questions]
+        return [[{"loss": 0.0, "seconds": 0.0}] for _ in learners]
 
-    monkeypatch.setattr(students, "train_copy", train_copy)
-    monkeypatch.setattr(students, "accuracy_on", lambda run, model, tok, qs: accuracy_after[model])
+    def accuracies_on(run, model, tokenizer, questions, adapters):
+        return [accuracy_after[i] for i in trained_together[-1]]
+
+    monkeypatch.setattr(students, "load_checkpoint", lambda *args: tiny_llama())
+    monkeypatch.setattr(students, "train_students", train_students)
+    monkeypatch.setattr(students, "accuracies_on", accuracies_on)
     monkeypatch.setattr(students, "save_student", lambda *args: None)
 
-    for index in range(4):
+    for index in range(len(groups)):
         outer_step.student(run, 1, index)
+    assert trained_together == groups
+    with pytest.raises(StageError, match=rf"--index must be in \[0, {len(groups)}\)"):
+        outer_step.student(run, 1, len(groups))
     results = [
         layout.load(run.store, layout.student_result(1, i), records.StudentResult) for i in range(4)
     ]

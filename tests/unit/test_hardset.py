@@ -25,7 +25,7 @@ class ScriptedSampler:
         self.solvable = solvable
         self.calls: list[dict] = []
 
-    def generate(self, prompts, *, n=1, temperature=1.0, max_new_tokens=256, seed=0):
+    def generate(self, prompts, *, n=1, temperature=1.0, max_new_tokens=256, seed=0, adapters=None):
         self.calls.append(
             {
                 "prompts": list(prompts),

@@ -166,6 +166,20 @@ def test_a_job_whose_pods_are_refused_says_why_in_the_status(ctl, kube, tmp_path
     assert kube.lookups == [] and "cannot create pods" not in status["message"]
 
 
+def test_a_podless_jobs_refusal_is_looked_up_again_only_after_30_s(ctl, kube, tmp_path):
+    run, memo = body(tmp_path / "store"), {}
+    ctl.reconcile(run, [], memo)
+    refused = 'pods "r-0-prepare-1-x" is forbidden: exceeded quota'
+    kube.refusals["r-0-prepare-1"] = refused
+    podless = JobView("r-0-prepare-1", "j1", "prepare", 0, 1, "active", created_at=NOW - 21)
+    kube.lookups.clear()
+    for seconds in (0, 10, 29.9, 30, 45, 60):  # passes at these times after the first lookup
+        ctl.clock = lambda seconds=seconds: NOW + seconds
+        status = ctl.reconcile(run, [podless], memo)
+        assert f"cannot create pods: {refused}" in status["message"], seconds
+    assert len(kube.lookups) == 3  # at 0, 30 and 60 s
+
+
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_an_ended_run_is_not_read_again_until_its_spec_changes(
     ctl, kube, tmp_path, monkeypatch, phase

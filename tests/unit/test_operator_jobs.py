@@ -65,6 +65,14 @@ def test_student_stage_is_one_indexed_job_running_the_executor_command():
     assert "--index" not in container(job)["command"]
 
 
+def test_batched_students_make_one_job_index_per_group():
+    # RUN's 6 students (3 datasets x 2 repeats), 4 a stage: 2 indices, indices 0-3 and 4-5.
+    lora = {"rank": 4, "alpha": 8}
+    r = run(student={"lora": lora, "repeats": 2}, training={"studentsPerStage": 4})
+    spec = job_manifest(r, "uid-1", 5, "student", 1, DEFAULTS)["spec"]
+    assert (spec["completions"], spec["parallelism"]) == (2, 2)
+
+
 def test_other_stages_are_plain_jobs_that_never_retry_themselves():
     job = job_manifest(run(), "uid-1", 2, "teacher-update", 3, DEFAULTS)
     spec = job["spec"]

@@ -1,6 +1,13 @@
 """The planner: which stages run next, from nothing but the spec and the completed stages."""
 
-from soar.planner import Stage, committed_step, evaluation_steps, is_complete, plan
+from soar.planner import (
+    Stage,
+    committed_step,
+    evaluation_steps,
+    is_complete,
+    plan,
+    student_groups,
+)
 from tests.support.manifests import MINIMAL, parsed
 
 
@@ -41,6 +48,21 @@ def test_only_missing_students_are_replanned():
     spec = spec_of(teacher={"datasets": 2}, student={"repeats": 2})
     done = {"prepare", "0/evaluate", "1/teacher-generate", "1/baseline", "1/student-1"}
     assert keys(plan(spec, done)) == ["1/student-0", "1/student-2", "1/student-3"]
+
+
+def test_batched_students_make_one_stage_per_group_of_students_per_stage():
+    # g = 3 datasets x r = 3 repeats = 9 students, 4 a stage: groups 0-3, 4-7, 8.
+    lora = {"rank": 4, "alpha": 8}
+    spec = spec_of(
+        teacher={"datasets": 3},
+        student={"repeats": 3, "lora": lora},
+        training={"studentsPerStage": 4},
+    )
+    assert [list(g) for g in student_groups(spec)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    done = {"prepare", "0/evaluate", "1/teacher-generate", "1/baseline"}
+    assert keys(plan(spec, done)) == ["1/student-0", "1/student-1", "1/student-2"]
+    done |= {"1/student-0", "1/student-1", "1/student-2"}
+    assert keys(plan(spec, done)) == ["1/teacher-update"]
 
 
 def test_learnability_probes_one_student_per_dataset():

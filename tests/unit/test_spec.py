@@ -55,6 +55,10 @@ def test_paper_defaults():
             "manifest: spec: evaluation.ks [8, 16, 32] exceed evaluation.samples",
         ),
         ({"storage": {"uri": "/tmp/x"}}, "manifest: spec.storage.uri: String should match"),
+        (
+            {"training": {"studentsPerStage": 2}},
+            "manifest: spec: training.studentsPerStage > 1 needs student.lora",
+        ),
     ],
 )
 def test_errors_name_the_field(spec, expected):
