@@ -62,11 +62,9 @@ def save_checkpoint(
                 for path in (Path(tmp) / adapter).iterdir():
                     path.rename(Path(tmp) / path.name)
                 (Path(tmp) / adapter).rmdir()
-        else:
-            model.save_pretrained(tmp)
-        if hasattr(model, "peft_config"):
             (Path(tmp) / "BASE").write_text(adapter_base or "")
         else:
+            model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         files = {
             str(path.relative_to(tmp)): {"size": path.stat().st_size, "sha256": _sha256(path)}

@@ -3,17 +3,17 @@
 Each step samples from the current policy, scores the completions against the dataset's answers
 (the teacher's answers are the reference, right or wrong), and takes one AdamW step. Per step the
 model runs batched generation, one forward pass with gradient for the policy's log-probs and, only
-when kl_coef > 0, one forward pass without gradient for the reference's.
+when kl_coef > 0, one forward pass without gradient for the reference's. Several LoRA students
+of one model (soar.trainable.add_adapters) train together in train_students.
 """
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import get_cosine_schedule_with_warmup
 
 from soar.decode import make_sampler
@@ -29,45 +29,10 @@ from soar.rloo import (
     sequence_kl,
 )
 from soar.spec import SamplerKind
+from soar.trainable import adapter_parameters, frozen_copy
 
 KLPenalty = Literal["loss", "reward"]
 RewardFn = Callable[[list[str], list[str]], list[float]]
-
-
-def make_student(model, lora: dict | None, *, seed: int = 0):
-    """The model to train: itself for full fine-tuning, else wrapped with a fresh LoRA adapter.
-
-    A model that already carries an adapter (a promoted LoRA student) is merged first, so that
-    disabling the new adapter gives back the weights the inner loop starts from: its KL reference.
-    lora keys: rank, alpha, and optionally dropout (0) and target_modules ("all-linear").
-    """
-    if lora is None:
-        return model
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    config = LoraConfig(
-        r=lora["rank"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora.get("dropout", 0.0),
-        target_modules=lora.get("target_modules", "all-linear"),
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed)  # the adapter's A matrices are drawn from the global generator
-    return get_peft_model(model, config)
-
-
-def enable_gradient_checkpointing(model) -> None:
-    """Recompute activations in the backward pass instead of keeping them: less memory for one
-    more forward; the gradients are the same."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def frozen_copy(model):
-    """The KL reference for full fine-tuning: the starting weights, without gradients."""
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
-    return ref
 
 
 def question_order(n: int, seed: int) -> list[int]:
@@ -199,26 +164,6 @@ def train_rloo(
     """
     learner = Learner(questions, seed, optimizer=optimizer, schedule=schedule)
     return train_students(policy, tokenizer, [learner], **settings)[0]
-
-
-def add_adapters(policy: PeftModel, count: int) -> list[str]:
-    """Batched LoRA students: `count` adapters on one PeftModel (make_student's "default" and
-    count-1 more), each initialised as make_student initialises a student's adapter alone.
-    Returns their names."""
-    names = ["default"] + [f"student-{k}" for k in range(1, count)]
-    config = policy.peft_config["default"]
-    for name in names[1:]:
-        torch.manual_seed(0)  # make_student's seed: the same A matrices as a student alone
-        policy.add_adapter(name, config)
-    policy.set_adapter("default")
-    return names
-
-
-def adapter_parameters(policy, adapter: str | None) -> list[torch.nn.Parameter]:
-    """The parameters one learner trains: its adapter's, or every trainable one."""
-    if adapter is None:
-        return [p for p in policy.parameters() if p.requires_grad]
-    return [p for name, p in policy.named_parameters() if f".{adapter}." in name]
 
 
 def train_students(

@@ -43,9 +43,10 @@ from soar.arith import ARITH  # noqa: E402
 from soar.prompts import encode_prompts  # noqa: E402
 from soar.rloo import accumulate_gradients  # noqa: E402
 from soar.sampler import TransformersSampler  # noqa: E402
-from soar.student import frozen_copy, train_rloo  # noqa: E402
+from soar.student import train_rloo  # noqa: E402
 from soar.teacher import make_optimizer, teacher_step  # noqa: E402
 from soar.tinymodel import build_tokenizer  # noqa: E402
+from soar.trainable import frozen_copy  # noqa: E402
 
 LR, KL_COEF, MAX_GRAD_NORM = 1e-5, 0.001, 1.0  # the paper's, for students and teacher
 COMPUTE = torch.bfloat16  # spec.model.dtype of the paper config

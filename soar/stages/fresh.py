@@ -23,8 +23,9 @@ from soar.checkpoints import compute_dtype, load_checkpoint, master_weights, sav
 from soar.grading import answer_checker, shaped_rewards
 from soar.protocol import averaged_pass_at_k, centred_moving_average, chosen_step, phases
 from soar.runstate import Run, derive_seed
-from soar.student import enable_gradient_checkpointing, make_student, train_rloo
+from soar.student import train_rloo
 from soar.teacher import make_optimizer
+from soar.trainable import enable_gradient_checkpointing, make_student
 
 
 def load_student(run: Run, t: int):

@@ -22,13 +22,8 @@ from soar.grading import (
 )
 from soar.runstate import Run, derive_seed
 from soar.store import read_json, read_jsonl, write_json, write_jsonl
-from soar.student import (
-    Learner,
-    add_adapters,
-    enable_gradient_checkpointing,
-    make_student,
-    train_students,
-)
+from soar.student import Learner, train_students
+from soar.trainable import add_adapters, enable_gradient_checkpointing, make_student
 
 GRADING_BATCH = 64  # prompts per greedy generation batch
 

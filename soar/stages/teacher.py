@@ -8,7 +8,6 @@ from soar.evaluation import embed_questions, standardised_vendi
 from soar.grading import answer_checker
 from soar.prompts import parse_teacher_output
 from soar.runstate import Run, StageError, derive_seed
-from soar.student import enable_gradient_checkpointing, make_student
 from soar.teacher import (
     cosine_lr,
     dataset_advantages,
@@ -17,6 +16,7 @@ from soar.teacher import (
     optimizer_bytes,
     teacher_step,
 )
+from soar.trainable import enable_gradient_checkpointing, make_student
 
 
 def load_teacher(run: Run, t: int, trainable: bool = False):

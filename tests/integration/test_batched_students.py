@@ -9,7 +9,8 @@ from soar.prompts import Domain
 from soar.sampler import TransformersSampler
 from soar.spec import ModelRef
 from soar.store import FileStore
-from soar.student import Learner, add_adapters, make_student, train_rloo, train_students
+from soar.student import Learner, train_rloo, train_students
+from soar.trainable import add_adapters, make_student
 from tests.support.models import tiny_llama
 
 DOMAIN = Domain("tiny", teacher_prompt="", student_preamble="")

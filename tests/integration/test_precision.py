@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from soar.student import enable_gradient_checkpointing, make_student, rloo_backward
+from soar.student import rloo_backward
 from soar.teacher import teacher_step
+from soar.trainable import enable_gradient_checkpointing, make_student
 from tests.support.models import tiny_llama
 
 PROMPTS = ["User: 7+5 Assistant:", "User: 12*3+4 Assistant:"]

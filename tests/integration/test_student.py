@@ -7,7 +7,8 @@ import torch
 
 from soar.prompts import Domain
 from soar.sampler import TransformersSampler
-from soar.student import make_student, train_rloo
+from soar.student import train_rloo
+from soar.trainable import make_student
 from tests.support.models import tiny_llama
 
 DOMAIN = Domain("tiny", teacher_prompt="", student_preamble="")

@@ -16,7 +16,8 @@ from transformers import LlamaForCausalLM
 from trl import RLOOConfig, RLOOTrainer
 
 from soar.rloo import rloo_advantages
-from soar.student import make_student, rloo_backward
+from soar.student import rloo_backward
+from soar.trainable import make_student
 from tests.support.models import tiny_llama
 
 GROUP = 4
