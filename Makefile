@@ -7,7 +7,7 @@ SOAR_CACHE ?= $(HOME)/.cache/soar
 export SOAR_CACHE
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test test-unit lint format k8s-bins bench crd browser
+.PHONY: install run test test-unit lint format k8s-bins bench crd browser vllm-classes
 
 # The worker image's versions of the ML stack (pinned in images/constraints-worker.txt), so the
 # tests run what the image ships. The rest of that lock (vLLM and what only it needs) is not
@@ -36,8 +36,26 @@ k8s-bins:
 browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
+# vLLM's request and output classes, for tests/integration/test_vllm_sampler.py: the worker
+# image's vLLM wheel (downloaded once into $(SOAR_CACHE)/wheels) without its GPU dependencies,
+# and the few small packages that importing those classes needs, at the image's versions. The
+# engine itself needs CUDA and cannot run here. The tests do not depend on it: if PyPI cannot
+# give the wheel, this says so and those tests are skipped.
+VLLM_VERSION := $(shell sed -n 's/^vllm==//p' images/constraints-worker.txt)
+VLLM_IMPORTS := msgspec|cbor2|pyzmq|openai|oss-harmony|pybase64|cachetools|uvloop|py-cpuinfo
+
+$(VENV)/.vllm-classes: $(VENV)/.installed images/constraints-worker.txt
+	if $(BIN)/pip download -q --no-deps vllm==$(VLLM_VERSION) -d $(SOAR_CACHE)/wheels \
+		&& $(BIN)/pip install -q --no-deps $(SOAR_CACHE)/wheels/vllm-$(VLLM_VERSION)-*.whl \
+		&& grep -E '^($(VLLM_IMPORTS))==' images/constraints-worker.txt \
+			| xargs $(BIN)/pip install -q -c $(VENV)/constraints.txt; \
+	then touch $@; \
+	else echo "vllm-classes: vLLM $(VLLM_VERSION) not installed; its sampler tests will skip"; fi
+
+vllm-classes: $(VENV)/.vllm-classes
+
 # All three tiers: tests/unit, tests/integration (tiny model, moto), tests/cluster (control plane).
-test: install k8s-bins browser
+test: install k8s-bins browser vllm-classes
 	$(BIN)/python -m pytest -q
 
 # Pure Python, nothing built or started: seconds.

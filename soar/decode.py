@@ -21,7 +21,8 @@ from soar.sampler import (
     left_padded,
     to_samples,
 )
-from soar.spec import SamplerKind
+from soar.spec import Training
+from soar.vllm_sampler import VLLMSampler
 
 # Decode steps between two "have all rows finished?" checks. Each check copies a flag to the host,
 # which waits for every queued kernel; checking every 16 steps makes that wait 16x rarer and costs
@@ -196,7 +197,9 @@ def draw(
     return (logp - torch.log(-torch.log(u))).argmax(-1), logp
 
 
-def make_sampler(kind: SamplerKind, model, tokenizer, batch_size: int = 64) -> Sampler:
+def make_sampler(training: Training, model, tokenizer, batch_size: int = 64) -> Sampler:
     """The sampler spec.training.sampler names, for this model."""
+    if training.sampler == "vllm":
+        return VLLMSampler(model, tokenizer, batch_size, gpu_memory=training.vllmGpuMemory)
     samplers = {"transformers": TransformersSampler, "device": DeviceSampler}
-    return samplers[kind](model, tokenizer, batch_size=batch_size)
+    return samplers[training.sampler](model, tokenizer, batch_size=batch_size)

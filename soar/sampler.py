@@ -157,10 +157,7 @@ def in_batches(
     """n samples per prompt, sampler.batch_size rows per call of generate_batch (prompt token
     ids and their Rows -> one Sample per row), with the model in eval mode; grouped by prompt.
     Each distinct seed gets one generator for the whole call (Sampler.generate)."""
-    seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
-    for name, values in (("seed", seeds), ("adapters", adapters)):
-        if values is not None and len(values) != len(prompts):
-            raise ValueError(f"{len(values)} values of {name} for {len(prompts)} prompts")
+    seeds = prompt_seeds(prompts, seed, adapters)
     flat = [p for p in prompts for _ in range(n)]
     seeds = [s for s in seeds for _ in range(n)]
     names = None if adapters is None else [a for a in adapters for _ in range(n)]
@@ -180,6 +177,18 @@ def in_batches(
         samples.extend(generate_batch(ids[start:end], rows))
     sampler.model.train(was_training)
     return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def prompt_seeds(
+    prompts: Sequence[str], seed: int | Sequence[int], adapters: Sequence[str] | None
+) -> list[int]:
+    """Sampler.generate's seed as one per prompt, after checking that a per-prompt seed or
+    adapter list has one value per prompt."""
+    seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
+    for name, values in (("seed", seeds), ("adapters", adapters)):
+        if values is not None and len(values) != len(prompts):
+            raise ValueError(f"{len(values)} values of {name} for {len(prompts)} prompts")
+    return seeds
 
 
 def left_padded(

@@ -186,7 +186,7 @@ class Evaluation(Model):
     )
 
 
-SamplerKind = Literal["transformers", "device"]
+SamplerKind = Literal["transformers", "device", "vllm"]
 
 
 class Training(Model):
@@ -209,7 +209,17 @@ class Training(Model):
         description="How every stage samples: 'transformers', a Python loop that reads each "
         "token's logits on the host; 'device', the same results (greedy: the same tokens; "
         "sampled: the same distribution from another random stream) with a static KV cache and "
-        "sampling kept on the model's device, for GPU throughput. Fixed for the run's life.",
+        "sampling kept on the model's device, for GPU throughput; 'vllm', a vLLM engine in the "
+        "stage's process (CUDA and the worker image only) that gets the model's weights before "
+        "each generation and sleeps during training. Fixed for the run's life.",
+    )
+    vllmGpuMemory: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="sampler vllm: the fraction of the GPU's memory the engine may use for its "
+        "weights and KV cache while it generates; the rest is the training's (model, optimizer "
+        "state), which stays resident.",
     )
     studentsPerStage: int = Field(
         1,

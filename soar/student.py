@@ -28,7 +28,7 @@ from soar.rloo import (
     rloo_advantages,
     sequence_kl,
 )
-from soar.spec import SamplerKind
+from soar.spec import Training
 from soar.trainable import adapter_parameters, frozen_copy
 
 KLPenalty = Literal["loss", "reward"]
@@ -185,7 +185,7 @@ def train_students(
     normalisation: Normalisation = "token",
     kl_penalty: KLPenalty = "loss",
     sampler_batch_size: int = 256,
-    sampler_kind: SamplerKind = "transformers",
+    sampling: Training | None = None,
     micro_batch: int = 32,
     compute_dtype: torch.dtype | None = None,
     ref=None,
@@ -204,8 +204,8 @@ def train_students(
     with the adapters disabled). kl_penalty="loss" adds k3 to the loss; "reward" subtracts TRL's
     summed k1 from the rewards before the leave-one-out baseline (see soar.rloo). The loss runs
     `micro_batch` rollouts at a time; with compute_dtype bf16, forward passes run in bf16 over the
-    policy's own (fp32 master) weights, so no update is lost to bf16 rounding. sampler_kind is
-    spec.training.sampler (soar.decode.make_sampler).
+    policy's own (fp32 master) weights, so no update is lost to bf16 rounding. sampling is
+    spec.training, whose sampler generates (soar.decode.make_sampler; None: the default).
     """
     if temperature <= 0:
         raise ValueError("RLOO samples from the policy: temperature must be > 0")
@@ -218,7 +218,7 @@ def train_students(
     rollouts = batch_questions * group_size  # one learner's, per step
     if shared:
         sampler_batch_size = max(1, sampler_batch_size // rollouts) * rollouts
-    sampler = make_sampler(sampler_kind, policy, tokenizer, batch_size=sampler_batch_size)
+    sampler = make_sampler(sampling or Training(), policy, tokenizer, batch_size=sampler_batch_size)
     params, orders = [], []
     for learner in learners:
         params.append(adapter_parameters(policy, learner.adapter))

@@ -21,6 +21,11 @@ per step. Assumptions, each a flag:
 
     python benchmarks/gpu/projection.py                   # the token count alone
     python benchmarks/gpu/projection.py --measured /tmp/soar-gpu-bench/1b.json
+    python benchmarks/gpu/projection.py --assume-mfu 0.10 0.30   # no measurement: assumed rates
+
+--assume-mfu GEN TRAIN replaces measured rates by fractions of an H100's dense bf16 peak
+(989 TFLOP/s, --peak-tflops): what one outer step would cost if generation and training ran at
+those utilisations. It is an assumption about rates, stated as such in the output.
 """
 
 import argparse
@@ -293,9 +298,12 @@ def print_projection(
     if not rates:
         return totals
     # 2. The rates behind it, as target tokens/s at the student's lengths (the bulk of the work).
+    source_of_rates = (
+        "assumed FLOP/s" if measured is None else f"FLOP/s measured on the {measured.name} shape"
+    )
     print(
-        f"PROJECTION, not a measurement: FLOP/s measured on the {measured.name} shape, applied "
-        f"to {target.name}'s FLOPs per token ({target.params() / 1e9:.2f}B parameters)"
+        f"PROJECTION, not a measurement: {source_of_rates}, applied to {target.name}'s FLOPs "
+        f"per token ({target.params() / 1e9:.2f}B parameters)"
     )
     student_len = assumptions.length_fraction * config.student_new_tokens
     context = assumptions.student_prompt + (student_len + 1) / 2  # a decoded token's
@@ -330,6 +338,8 @@ def main() -> None:
     for f in fields(Assumptions):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, type=type(f.default), default=f.default)
+    p.add_argument("--assume-mfu", nargs=2, type=float, metavar=("GEN", "TRAIN"))
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="with --assume-mfu")
     args = p.parse_args()
     assumptions = Assumptions(**{f.name: getattr(args, f.name) for f in fields(Assumptions)})
     config, source = paper_config()
@@ -348,7 +358,14 @@ def main() -> None:
             print("no training or generation rate measured: the token count alone")
         print_projection(config, assumptions, source, target, rates, SHAPES[results["shape"]])
         shown += 1
-    if not shown:
+    if args.assume_mfu:
+        gen, train = (mfu * args.peak_tflops * 1e12 for mfu in args.assume_mfu)
+        label = f"ASSUMED, not measured: {{:.0%}} of {args.peak_tflops:.0f} TFLOP/s"
+        rates = Rates(
+            gen, label.format(args.assume_mfu[0]), train, label.format(args.assume_mfu[1])
+        )
+        print_projection(config, assumptions, source, target, rates)
+    elif not shown:
         print_projection(config, assumptions, source, target)
 
 

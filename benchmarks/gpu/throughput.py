@@ -1,6 +1,6 @@
 """Generation and training throughput, MFU and peak memory of a random Llama on one CUDA GPU.
 
-Five phases, each with its own models (so its peak memory is its own), in this order:
+Six phases, each with its own models (so its peak memory is its own), in this order:
 
     train     (b) the students' RLOO loss, forward + backward + the KL reference's forward, as
                   `soar.rloo.accumulate_gradients` runs it: float32 master weights, bf16 autocast,
@@ -9,6 +9,7 @@ Five phases, each with its own models (so its peak memory is its own), in this o
                   and, if importable, soar.decode.DeviceSampler, and the ratio between them.
     teacher   (d) one teacher update (soar.teacher.teacher_step) over g x n rollouts.
     inner     (d) one student inner loop (soar.student.train_rloo): sampling, rewards, RLOO.
+    vllm      (a) soar.vllm_sampler.VLLMSampler, where vLLM imports (the worker image).
     compiled  (a) DeviceSampler(compile=True), CUDA graphs; last, as its compile time is unknown.
 
 Then the projected GPU-hours of one outer step of the paper config (projection.py). Shapes and
@@ -43,6 +44,7 @@ from soar.arith import ARITH  # noqa: E402
 from soar.prompts import encode_prompts  # noqa: E402
 from soar.rloo import accumulate_gradients  # noqa: E402
 from soar.sampler import TransformersSampler  # noqa: E402
+from soar.spec import Training  # noqa: E402
 from soar.student import train_rloo  # noqa: E402
 from soar.teacher import make_optimizer, teacher_step  # noqa: E402
 from soar.tinymodel import build_tokenizer  # noqa: E402
@@ -311,6 +313,26 @@ def measure_generation_compiled(b: Bench) -> dict:
     return out
 
 
+def measure_generation_vllm(b: Bench) -> dict:
+    """soar.vllm_sampler.VLLMSampler (training.sampler: vllm) at the generate phase's batch and
+    length, each call with its weight copy and sleep/wake. Only where vLLM imports with CUDA:
+    the worker image, not the lent device machine (no vLLM there)."""
+    s = b.sizes
+    try:
+        import vllm  # noqa: F401
+
+        from soar.vllm_sampler import VLLMSampler
+    except Exception as e:
+        print(f"[vllm] skipped: vllm does not import ({type(e).__name__}: {e})"[:300])
+        return {"skipped": f"vllm does not import: {type(e).__name__}"}
+    model = b.shape.build(b.device, COMPUTE).eval()
+    questions = min(8, s.gen_batch)
+    prompts = [ARITH.student_prompt(f"{i}+{2 * i}") for i in range(questions)]
+    sampler = VLLMSampler(model, b.tokenizer)
+    return {"vllm_sampler": time_sampler(b, sampler, "VLLMSampler", prompts,
+                                         s.gen_batch // questions, s.gen_new_tokens)}  # fmt: skip
+
+
 # (d) One teacher update and one student inner loop ------------------------------------------
 
 
@@ -384,8 +406,8 @@ def inner_loop(b: Bench, kind: str) -> dict:
         reward_fn=lambda completions, refs: [float(len(c) % 7) for c in completions],
         steps=s.inner_steps, batch_questions=s.inner_questions, group_size=s.inner_group,
         max_new_tokens=s.inner_new_tokens, temperature=1.0, lr=LR, kl_coef=KL_COEF,
-        max_grad_norm=MAX_GRAD_NORM, seed=0, sampler_batch_size=rollouts, sampler_kind=kind,
-        micro_batch=s.micro_batch, compute_dtype=COMPUTE,
+        max_grad_norm=MAX_GRAD_NORM, seed=0, sampler_batch_size=rollouts,
+        sampling=Training(sampler=kind), micro_batch=s.micro_batch, compute_dtype=COMPUTE,
     )  # fmt: skip
     sync(b.device)
     seconds = time.perf_counter() - started
@@ -416,6 +438,7 @@ PHASES: dict[str, Callable[[Bench], dict]] = {
     "generate": measure_generation,
     "teacher": measure_teacher_step,
     "inner": measure_inner_loop,
+    "vllm": measure_generation_vllm,
     "compiled": measure_generation_compiled,  # last: its compilation time is unknown
 }
 

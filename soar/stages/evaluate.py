@@ -59,7 +59,7 @@ def hard_test_pass_at_k(run: Run, student: str | None, seed: int) -> dict[int, f
     model, tokenizer = load_checkpoint(run.store, student, spec.model)
     with answer_checker() as check:
         correct = sampled_correct(  # [problems, samples]
-            make_sampler(spec.training.sampler, model, tokenizer),
+            make_sampler(spec.training, model, tokenizer),
             hard_test_problems(run),
             domain=run.domain,
             n=spec.evaluation.samples,

@@ -103,7 +103,7 @@ def train(run: Run, t: int, index: int | None) -> dict:
                 micro_batch=spec.training.microBatch,
                 compute_dtype=compute_dtype(spec.model),
                 seed=derive_seed(spec.seed, "fresh", source),
-                sampler_kind=spec.training.sampler,
+                sampling=spec.training,
             )
             steps += [{"source": source} | s for s in stats]
     # 4) save: weights, then training state, then the statistics; keep the last two stages

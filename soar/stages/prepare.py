@@ -58,7 +58,7 @@ def build_arith_hard_set(run: Run) -> tuple[list[dict], list[dict]]:
     pool = [{"id": f"arith-{i}", **problem} for i, problem in enumerate(pool)]
     with answer_checker() as check:
         return build_hard_set(
-            make_sampler(spec.training.sampler, model, tokenizer),
+            make_sampler(spec.training, model, tokenizer),
             run.domain,
             pool,
             k=spec.data.failK,

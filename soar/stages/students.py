@@ -41,7 +41,7 @@ def baseline_correct(
         model, tokenizer = load_checkpoint(run.store, student, run.spec.model)
         with answer_checker() as check:
             correct = greedy_correct(
-                make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH),
+                make_sampler(run.spec.training, model, tokenizer, batch_size=GRADING_BATCH),
                 missing,
                 domain=run.domain,
                 max_new_tokens=run.spec.student.maxNewTokens,
@@ -104,7 +104,7 @@ def train_copies(
             normalisation=run.spec.training.lossNormalisation,
             micro_batch=run.spec.training.microBatch,
             compute_dtype=compute_dtype(run.spec.model),
-            sampler_kind=run.spec.training.sampler,
+            sampling=run.spec.training,
         )
     return model, tokenizer, adapters, stats
 
@@ -114,7 +114,7 @@ def accuracies_on(
 ) -> list[float]:
     """Greedy accuracy on `questions` of each trained student (its adapter; None: the model as
     it is), all graded in one batched generation."""
-    sampler = make_sampler(run.spec.training.sampler, model, tokenizer, batch_size=GRADING_BATCH)
+    sampler = make_sampler(run.spec.training, model, tokenizer, batch_size=GRADING_BATCH)
     per_question = None if adapters == [None] else [a for a in adapters for _ in questions]
     with answer_checker() as check:
         correct = greedy_correct(
@@ -141,7 +141,7 @@ def learnability_probe(run: Run, t: int, index: int) -> records.StudentResult:
     model, tokenizer = load_checkpoint(run.store, run.record(t - 1).baseline, spec.model)
     with answer_checker() as check:
         correct = sampled_correct(  # [n_questions, samples]
-            make_sampler(spec.training.sampler, model, tokenizer),
+            make_sampler(spec.training, model, tokenizer),
             run.candidates(t, dataset=index),
             domain=run.domain,
             n=spec.reward.learnabilitySamples,

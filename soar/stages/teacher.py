@@ -37,7 +37,7 @@ def sample_pairs(
     that the verifier parses. Returns the pairs (with their token ids) and the number of samples
     drawn; round i of sampling is seeded by (seed, i). `what` names the samples in errors."""
     spec = run.spec
-    sampler = make_sampler(spec.training.sampler, model, tokenizer)
+    sampler = make_sampler(spec.training, model, tokenizer)
     accepted: list[dict] = []
     attempts = 0
     with answer_checker() as check:

@@ -154,7 +154,7 @@ def test_baseline_cache_grades_only_new_questions_until_a_promotion(tmp_path, mo
     monkeypatch.setattr(students, "load_checkpoint", load_checkpoint)
     monkeypatch.setattr(students, "greedy_correct", greedy_correct)
     monkeypatch.setattr(students, "answer_checker", contextlib.nullcontext)
-    monkeypatch.setattr(students, "make_sampler", lambda kind, model, tok, **kw: model)
+    monkeypatch.setattr(students, "make_sampler", lambda training, model, tok, **kw: model)
 
     first, cached = students.baseline_correct(run, None, HARD_TRAIN[0:4])
     assert (graded, cached) == ([["h0", "h1", "h2", "h3"]], 0)

@@ -59,6 +59,10 @@ def test_paper_defaults():
             {"training": {"studentsPerStage": 2}},
             "manifest: spec: training.studentsPerStage > 1 needs student.lora",
         ),
+        (
+            {"training": {"sampler": "vllm", "vllmGpuMemory": 1}},
+            "manifest: spec.training.vllmGpuMemory: must be < 1",
+        ),
     ],
 )
 def test_errors_name_the_field(spec, expected):
