@@ -37,22 +37,26 @@ browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
 # vLLM's request and output classes, for tests/integration/test_vllm_sampler.py: the worker
-# image's vLLM wheel (downloaded once into $(SOAR_CACHE)/wheels) without its GPU dependencies,
-# and the few small packages that importing those classes needs, at the image's versions. The
-# engine itself needs CUDA and cannot run here. The tests do not depend on it: if PyPI cannot
+# image's vLLM wheel (downloaded once into $(SOAR_CACHE)/wheels) and the few small packages that
+# importing those classes needs, at the image's versions, unpacked into a folder of their own
+# that only that test module puts on sys.path (in the venv, TRL would find vLLM and import its
+# engine, which needs CUDA and cannot run here). The tests do not depend on it: if PyPI cannot
 # give the wheel, this says so and those tests are skipped.
 VLLM_VERSION := $(shell sed -n 's/^vllm==//p' images/constraints-worker.txt)
 VLLM_IMPORTS := msgspec|cbor2|pyzmq|openai|oss-harmony|pybase64|cachetools|uvloop|py-cpuinfo
+VLLM_CLASSES := $(SOAR_CACHE)/vllm-classes/$(VLLM_VERSION)
 
-$(VENV)/.vllm-classes: $(VENV)/.installed images/constraints-worker.txt
+$(VLLM_CLASSES)/.complete: $(VENV)/.installed
+	rm -rf $(VLLM_CLASSES)
 	if $(BIN)/pip download -q --no-deps vllm==$(VLLM_VERSION) -d $(SOAR_CACHE)/wheels \
-		&& $(BIN)/pip install -q --no-deps $(SOAR_CACHE)/wheels/vllm-$(VLLM_VERSION)-*.whl \
+		&& $(BIN)/pip install -q --no-deps --target $(VLLM_CLASSES) \
+			$(SOAR_CACHE)/wheels/vllm-$(VLLM_VERSION)-*.whl \
 		&& grep -E '^($(VLLM_IMPORTS))==' images/constraints-worker.txt \
-			| xargs $(BIN)/pip install -q -c $(VENV)/constraints.txt; \
+			| xargs $(BIN)/pip install -q --no-deps --target $(VLLM_CLASSES); \
 	then touch $@; \
 	else echo "vllm-classes: vLLM $(VLLM_VERSION) not installed; its sampler tests will skip"; fi
 
-vllm-classes: $(VENV)/.vllm-classes
+vllm-classes: $(VLLM_CLASSES)/.complete
 
 # All three tiers: tests/unit, tests/integration (tiny model, moto), tests/cluster (control plane).
 test: install k8s-bins browser vllm-classes

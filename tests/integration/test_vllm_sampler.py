@@ -1,5 +1,5 @@
 """The vLLM sampler (training.sampler: vllm) around its engine, with vLLM 0.33's own request and
-output classes (installed without the engine's GPU dependencies by `make vllm-classes`).
+output classes (unpacked without the engine's GPU dependencies by `make vllm-classes`).
 
 The engine itself needs CUDA, which no machine here has: StandInLLM stands in for vllm.LLM. It
 keeps the contract soar relies on (sleep and wake by tag, no work while asleep, weights loaded
@@ -8,6 +8,10 @@ decodes with soar's TransformersSampler over its own copy of the model, which st
 (dummy) weights as vLLM's load_format="dummy" does."""
 
 import copy
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +21,7 @@ from transformers import AutoModelForCausalLM
 from soar import vllm_sampler
 from soar.arith import ARITH
 from soar.decode import make_sampler
+from soar.models import cache_root
 from soar.runstate import StageError
 from soar.sampler import Rows, TransformersSampler
 from soar.spec import Training
@@ -31,19 +36,45 @@ from soar.vllm_sampler import (
 )
 from tests.support.models import tiny_llama
 
-SamplingType = pytest.importorskip("vllm.sampling_params").SamplingType
-from vllm.logprobs import Logprob  # noqa: E402
-from vllm.outputs import CompletionOutput, RequestOutput  # noqa: E402
-
+WORKER_LOCK = Path(__file__).resolve().parents[2] / "images" / "constraints-worker.txt"
 QUESTIONS = ["1+2", "12+3", "345+6789", "9999+1"]
 LORA = {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vllm():
+    """vLLM's classes, importable during this module's tests only: its folder (make
+    vllm-classes) is on sys.path, and its modules are forgotten after. With vllm importable,
+    TRL (test_trl_parity) would import vLLM's engine, which cannot import here."""
+    version = re.search(r"^vllm==(\S+)$", WORKER_LOCK.read_text(), re.M).group(1)
+    folder = cache_root() / "vllm-classes" / version
+    if not (folder / ".complete").exists():
+        pytest.skip(f"no {folder}: run make vllm-classes")
+    sys.path.append(str(folder))
+    try:
+        from vllm.logprobs import Logprob
+        from vllm.outputs import CompletionOutput, RequestOutput
+        from vllm.sampling_params import SamplingType
+
+        yield SimpleNamespace(
+            Logprob=Logprob,
+            CompletionOutput=CompletionOutput,
+            RequestOutput=RequestOutput,
+            SamplingType=SamplingType,
+        )
+    finally:
+        sys.path.remove(str(folder))
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(folder)):
+                del sys.modules[name]
 
 
 class StandInLLM:
     """vllm.LLM's part of the contract, on CPU (see the module docstring). `calls` records what
     soar asked of it, in order."""
 
-    def __init__(self, config, tokenizer):
+    def __init__(self, config, tokenizer, vllm):
+        self.vllm = vllm  # its classes
         torch.manual_seed(123)
         self.model = AutoModelForCausalLM.from_config(config).eval()
         self.tokenizer = tokenizer
@@ -98,13 +129,13 @@ class StandInLLM:
                 [prompt["prompt_token_ids"]] * p.n, p.temperature, p.max_tokens, rows
             )
             completions = [
-                CompletionOutput(
+                self.vllm.CompletionOutput(
                     index=k,
                     text="",  # detokenize=False
                     token_ids=s.token_ids,
                     cumulative_logprob=sum(s.logprobs),
                     logprobs=[
-                        {t: Logprob(lp, rank=1)}
+                        {t: self.vllm.Logprob(lp, rank=1)}
                         for t, lp in zip(s.token_ids, s.logprobs, strict=True)
                     ],
                     finish_reason="stop" if s.finished else "length",
@@ -112,20 +143,22 @@ class StandInLLM:
                 for k, s in enumerate(samples)
             ]
             outputs.append(
-                RequestOutput(str(i), None, prompt["prompt_token_ids"], None, completions, True)
+                self.vllm.RequestOutput(
+                    str(i), None, prompt["prompt_token_ids"], None, completions, True
+                )
             )
         return outputs
 
 
 @pytest.fixture
-def engines(monkeypatch):
+def engines(monkeypatch, vllm):
     """A fresh engine table, and a start function that gives StandInLLMs (kept in the list)."""
     monkeypatch.setattr(vllm_sampler, "ENGINES", {})
     started = []
 
     def start(tokenizer):
         def stand_in(config, shape):
-            started.append(StandInLLM(config, tokenizer))
+            started.append(StandInLLM(config, tokenizer, vllm))
             return started[-1]
 
         return stand_in
@@ -147,7 +180,7 @@ def assert_same(got, want) -> None:
             assert sample.logprobs == pytest.approx(expected.logprobs, abs=1e-5)
 
 
-def test_each_prompt_gets_its_students_seed_stream_stop_and_adapter():
+def test_each_prompt_gets_its_students_seed_stream_stop_and_adapter(vllm):
     # Student 7 has two prompts, student 9 one: request seeds count prompts per student seed, so
     # each student's requests are the same alone as batched with the other.
     batched = sampling_params([7, 7, 9], n=4, temperature=0.8, max_new_tokens=12, eos=1)
@@ -160,7 +193,7 @@ def test_each_prompt_gets_its_students_seed_stream_stop_and_adapter():
     assert (p.n, p.temperature, p.max_tokens, p.stop_token_ids, p.logprobs) == (4, 0.8, 12, [1], 0)
     assert p.detokenize is False
     [g] = sampling_params([7], n=3, temperature=0.0, max_new_tokens=5, eos=1)
-    assert (g.seed, g.n, g.sampling_type) == (None, 1, SamplingType.GREEDY)
+    assert (g.seed, g.n, g.sampling_type) == (None, 1, vllm.SamplingType.GREEDY)
 
     paths = {"default": "/a", "student-1": "/a/student-1"}
     first = lora_requests(["default", "student-1", "default"], paths, copy=0)
@@ -174,7 +207,8 @@ def test_each_prompt_gets_its_students_seed_stream_stop_and_adapter():
     assert [(r.lora_name, r.lora_int_id) for r in second] == [("student-1@1", 4)]
 
 
-def test_outputs_become_samples_in_completion_order():
+def test_outputs_become_samples_in_completion_order(vllm):
+    CompletionOutput, Logprob = vllm.CompletionOutput, vllm.Logprob
     _, tokenizer = tiny_llama()
     eos = tokenizer.eos_token_id
     ids = tokenizer("12", add_special_tokens=False)["input_ids"]  # [3, 4]
@@ -195,7 +229,7 @@ def test_outputs_become_samples_in_completion_order():
         logprobs=[{ids[1]: Logprob(-2.0, rank=1)}],
         finish_reason="length",
     )
-    output = RequestOutput("0", None, [5, 6], None, [capped, stopped], True)
+    output = vllm.RequestOutput("0", None, [5, 6], None, [capped, stopped], True)
 
     [[first, second]] = samples_from([output], tokenizer)
     assert (first.text, first.token_ids, first.logprobs, first.finished) == (
