@@ -6,6 +6,7 @@ hold it are stepping stones; the teacher writes one-digit sums, some of them ste
 
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
                                            [--long-steps 160] [--reward-questions 96] [--k 16]
+                                           [--seeds 0 1 2]
 
 Prints, with the wall time of each part:
 (a) the hard split: pool size, fail@k survivors; Hard-Only (fresh student, RLOO on hard train
@@ -120,9 +121,10 @@ def inner_loop_rewards(base, tokenizer, datasets, reward_q, check, args) -> tupl
     return rewards, statistics.fmean(seconds)
 
 
-def long_run(base, tokenizer, phases, test, check, lr: float) -> float:
+def long_run(base, tokenizer, phases, test, check, lr: float, seed: int = 0) -> float:
     """A fresh student trained through phases [(questions, steps)] with one optimizer and one
-    cosine schedule (as soar's fresh-student runs); its greedy accuracy on hard test."""
+    cosine schedule (as soar's fresh-student runs), sampling with `seed`; its greedy accuracy
+    on hard test."""
     student = copy.deepcopy(base)
     total = sum(steps for _, steps in phases)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
@@ -136,7 +138,7 @@ def long_run(base, tokenizer, phases, test, check, lr: float) -> float:
             check,
             steps=steps,
             lr=lr,
-            seed=0,
+            seed=seed,
             start_step=step,
             optimizer=optimizer,
             schedule=schedule,
@@ -161,6 +163,9 @@ def main() -> None:
     parser.add_argument("--reward-questions", type=int, default=96)
     parser.add_argument("--pool", type=int, default=320)
     parser.add_argument("--k", type=int, default=16, help="samples of the fail@k filter")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="sampling seeds of the long runs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     base, tokenizer = load_model(args.model, device="cpu")
@@ -231,22 +236,18 @@ def main() -> None:
             f"; greedy grading of hard test ({len(test_q)}) {grading:.2f} s"
         )
 
-        start = time.perf_counter()
-        hard_only = long_run(base, tokenizer, [(train_q, args.long_steps)], test_q, check, args.lr)
         rest = args.long_steps - CURRICULUM_STEPS
-        curriculum = long_run(
-            base,
-            tokenizer,
-            [(stones, CURRICULUM_STEPS), (train_q, rest)],
-            test_q,
-            check,
-            args.lr,
-        )
-        print(
-            f"(a,b) hard test greedy after {args.long_steps} steps: Hard-Only {hard_only:.3f}, "
-            f"curriculum ({CURRICULUM_STEPS} stepping stones + {rest} hard) {curriculum:.3f} "
-            f"(base {base_test:.3f}) [{time.perf_counter() - start:.0f} s]"
-        )
+        for seed in args.seeds:
+            start = time.perf_counter()
+            phases = [(train_q, args.long_steps)]
+            hard_only = long_run(base, tokenizer, phases, test_q, check, args.lr, seed)
+            phases = [(stones, CURRICULUM_STEPS), (train_q, rest)]
+            curriculum = long_run(base, tokenizer, phases, test_q, check, args.lr, seed)
+            print(
+                f"(a,b) seed {seed}: hard test greedy after {args.long_steps} steps: Hard-Only "
+                f"{hard_only:.3f}, curriculum ({CURRICULUM_STEPS} stepping stones + {rest} hard) "
+                f"{curriculum:.3f} (base {base_test:.3f}) [{time.perf_counter() - start:.0f} s]"
+            )
 
 
 if __name__ == "__main__":
