@@ -33,14 +33,10 @@ ARITH = Domain(
 QUESTION_FORMAT = re.compile(r"(\d+)\+(\d+)")
 RARE_DIGIT = 7
 # The hard pool: 4-digit sums (the longest the tiny model learns) whose columns are rare with
-# probability 3/4, keeping those with at least HARD_MIN_RARE rare columns, none receiving a carry.
-# A fail@k filter over it leaves a hard split: sums the model adds column by column, but for the
-# rare digit's. A sample is right only if every rare fact is, so with the base model right on a
-# rare fact with probability p, a hard sample succeeds with about p^3 and a stepping stone with p:
-# RLOO on the hard split alone meets a success too rarely to start learning.
+# probability 3/4 (about 2 in 4 once carries into rare columns are excluded). A fail@k filter
+# over it leaves a hard split: sums the model adds column by column, but for the rare digit's.
 HARD_DIFFICULTIES = (4,)
 HARD_RARE_RATE = 0.75
-HARD_MIN_RARE = 3
 
 # Draws a column's two digits, given whether it is the leading column (no zeros there).
 PairDrawer = Callable[[random.Random, bool], tuple[int, int]]
@@ -146,9 +142,8 @@ def build_arith_pool(
     n: int, seed: int, difficulties: tuple[int, ...] = HARD_DIFFICULTIES
 ) -> list[dict]:
     """n distinct problems, spread evenly over the difficulties, each column rare with
-    probability HARD_RARE_RATE, at least HARD_MIN_RARE rare columns (all of them if fewer
-    columns), and no rare column receiving a carry (so the facts a hard problem needs are those
-    of one-digit stepping stones), for a fail@k filter to sift."""
+    probability HARD_RARE_RATE and no rare column receiving a carry (so the facts a hard problem
+    needs are those of one-digit stepping stones), for a fail@k filter to sift."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]
     if too_few:
@@ -157,17 +152,10 @@ def build_arith_pool(
     pair = rare_rate_pair(HARD_RARE_RATE)
     pool: list[dict] = []
     seen: set[str] = set()
-    for _ in range(1000 * n):  # the filters leave few short sums: give up rather than loop
-        if len(pool) == n:
-            return pool
+    while len(pool) < n:
         problem = make_problem(rng, difficulties[len(pool) % len(difficulties)], pair)
         question = problem["question"]
-        enough = rare_columns(question) >= min(HARD_MIN_RARE, problem["difficulty"])
-        if question not in seen and enough and not carried_rare_columns(question):
+        if question not in seen and not carried_rare_columns(question):
             seen.add(problem["question"])
             pool.append(problem)
-    if len(pool) < n:
-        raise ValueError(
-            f"found only {len(pool)} of {n} hard problems of difficulty {difficulties}"
-        )
     return pool

@@ -25,11 +25,10 @@ from tests.support.manifests import TINY, merge, parsed
 from tests.support.models import tiny_llama
 from tests.support.runs import tiny_manifest
 
-# Prompts of 5, 6, 10 and 8 tokens (left padding). With 40 new tokens, "1+2" and "12+3" end
-# before CHECK_EVERY steps (so rows 0-3, one batch of 4, run on as pad until the check), "9999+1"
-# ends between two checks and "345+6789" does not end. The exact lengths depend on the machine
-# that trained the tiny model (13, 13, 40, 34 on one; 13, 14, 40, 35 on another CPU).
-QUESTIONS = ["1+2", "12+3", "345+6789", "9999+1"]
+# Prompts of 5, 5, 10 and 8 tokens (left padding). With 40 new tokens, "1+2" and "9+9" end
+# before CHECK_EVERY steps (13 and 15; so rows 0-3, one batch of 4, run on as pad until the
+# check), "9999+1" ends between two checks (25) and "345+6789" does not end.
+QUESTIONS = ["1+2", "9+9", "345+6789", "9999+1"]
 SAMPLES = 4000  # draws of the first token per sampler
 
 

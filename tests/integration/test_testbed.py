@@ -1,6 +1,6 @@
 """The builtin tiny model is a testbed where SOAR's effect can appear (benchmarks/testbed.py
 measures the effect itself): a genuine hard split, a teacher prompt that names none of it, and
-stepping stones the base teacher writes and the base student solves only rarely, but not never.
+stepping stones the base teacher writes and the base student solves only sometimes.
 
 The bounds are the measured numbers (in comments) with room for sampling noise; every sample is
 seeded, so a failure means the model or the domain changed."""
@@ -53,7 +53,7 @@ def one_digit_stepping_stones() -> list[dict]:
 def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
     hard_split, tiny_sampler, check
 ):
-    assert len(hard_split) >= 56  # measured: 64 of 64 (64, 64 for pool seeds 1, 2)
+    assert len(hard_split) >= 45  # measured: 57-58 of 64 (57, 59 for pool seeds 1, 2)
     again = sampled_correct(
         tiny_sampler,
         hard_split,
@@ -65,7 +65,7 @@ def test_most_of_the_pool_is_fail_at_k_and_stays_so_with_fresh_samples(
         seed=99,
     )
     solved = statistics.fmean(any(row) for row in again)
-    assert solved <= 0.1  # measured: 0 of 64
+    assert solved <= 0.1  # measured: 1 of 57 (0 of 57, 1 of 59 for pool seeds 1, 2)
 
 
 def test_the_teacher_prompt_holds_no_hard_problem(hard_split, tiny):
@@ -86,13 +86,13 @@ def test_the_base_teacher_writes_stepping_stones_with_right_answers(tiny_sampler
     pairs = [parse_teacher_output(o.text) for o in outputs]
     valid = [p for p in pairs if p is not None and "+" in p.question]
     stones = [p for p in valid if rare_columns(p.question)]
-    assert len(valid) >= 500  # measured: 511
-    assert 0.1 <= len(stones) / len(valid) <= 0.3  # measured: 0.215 (uniform digits: 0.19)
+    assert len(valid) >= 500  # measured: 512
+    assert 0.1 <= len(stones) / len(valid) <= 0.3  # measured: 0.203 (uniform digits: 0.19)
     right = [str(sum(map(int, p.question.split("+")))) == p.answer for p in stones]
-    assert statistics.fmean(right) >= 0.9  # measured: 0.982
+    assert statistics.fmean(right) >= 0.9  # measured: 1.0
 
 
-def test_the_base_student_solves_stepping_stones_rarely_but_not_never(tiny_sampler, check):
+def test_the_base_student_solves_stepping_stones_only_sometimes(tiny_sampler, check):
     stones = one_digit_stepping_stones()
     rows = sampled_correct(
         tiny_sampler,
@@ -105,7 +105,5 @@ def test_the_base_student_solves_stepping_stones_rarely_but_not_never(tiny_sampl
         seed=3,
     )
     rate = statistics.fmean(c for row in rows for c in row)
-    # Rarely: a hard sum needs three such facts at once (about rate^3 a sample), so RLOO on the
-    # hard split alone never starts; not never: RLOO on stepping stones finds successes.
-    assert 0 < rate <= 0.02  # measured: 0.0016 over 19 x 64 samples
-    assert sum(any(row) for row in rows) >= 1  # measured: 2 of 19 (7+0, 7+4)
+    assert 0.02 <= rate <= 0.5  # measured: 0.153 over 19 x 64 samples
+    assert sum(0 < statistics.fmean(row) < 1 for row in rows) >= 3  # measured: 9 of 19

@@ -5,7 +5,7 @@ import pytest
 from soar.arith import (
     ARITH,
     HARD_DIFFICULTIES,
-    HARD_MIN_RARE,
+    HARD_RARE_RATE,
     RARE_DIGIT,
     build_arith_pool,
     carried_rare_columns,
@@ -87,9 +87,6 @@ def test_pool_is_distinct_deterministic_and_spread_over_difficulties():
 def test_pool_larger_than_the_difficulty_allows_is_refused():
     with pytest.raises(ValueError, match="distinct"):
         build_arith_pool(101, seed=0, difficulties=(1,))
-    # one-digit hard problems must hold a 7: 10 + 10 - 1 = 19 of them ("7+7" counted once)
-    with pytest.raises(ValueError, match="found only 19 of 20"):
-        build_arith_pool(20, seed=0, difficulties=(1,))
 
 
 def test_rare_columns_counts_columns_that_hold_the_rare_digit():
@@ -109,11 +106,11 @@ def test_rare_rate_pair_draws_only_the_kind_asked_for(rate):
         assert len(problem["question"].split("+")[0]) == 3  # no leading zero
 
 
-def test_hard_pool_has_three_rare_columns_or_more_none_receiving_a_carry():
+def test_hard_pool_is_mostly_rare_columns_none_receiving_a_carry():
     pool = build_arith_pool(200, seed=0)
-    for problem in pool:  # brute force: digit pairs from the strings, with the rare digit
-        a, b = (n.zfill(4) for n in problem["question"].split("+"))
-        assert sum("7" in pair for pair in zip(a, b, strict=True)) >= HARD_MIN_RARE == 3
+    columns = [rare_columns(p["question"]) for p in pool]
+    share = sum(columns) / (len(pool) * HARD_DIFFICULTIES[0])
+    assert 0.5 <= share <= HARD_RARE_RATE  # measured 0.545: carries into rare columns are out
     assert {p["difficulty"] for p in pool} == set(HARD_DIFFICULTIES)
     for problem in pool:  # brute force: the carry into each column, from the column steps
         steps = column_steps(problem["question"])
