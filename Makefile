@@ -59,7 +59,9 @@ $(VLLM_CLASSES)/.complete: $(VENV)/.installed
 vllm-classes: $(VLLM_CLASSES)/.complete
 
 # All three tiers: tests/unit, tests/integration (tiny model, moto), tests/cluster (control plane).
+# The tiny model is trained (once, into $(SOAR_CACHE)) before the tests, not inside one's timeout.
 test: install k8s-bins browser vllm-classes
+	$(BIN)/python -m soar.models tiny-arith
 	$(BIN)/python -m pytest -q
 
 # Pure Python, nothing built or started: seconds.
