@@ -30,11 +30,17 @@ def make_student(model, lora: dict | None, *, seed: int = 0):
     return get_peft_model(model, config)
 
 
+def base_model(model):
+    """The transformers model under a PeftModel's adapters, or the model itself."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def enable_gradient_checkpointing(model) -> None:
     """Recompute activations in the backward pass instead of keeping them: less memory for one
     more forward; the gradients are the same."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base_model(model).gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
 
 
 def frozen_copy(model):

@@ -28,6 +28,7 @@ from peft import PeftModel
 from soar.prompts import encode_prompts
 from soar.runstate import StageError
 from soar.sampler import Sample, prompt_seeds
+from soar.trainable import base_model
 
 # vLLM's LoRA slots come in these ranks (vllm.config.lora.MaxLoRARanks); an adapter of rank r
 # needs the smallest one >= r.
@@ -97,8 +98,7 @@ def start_vllm(config, shape: EngineShape):
 def engine_shape(model, gpu_memory: float) -> EngineShape:
     """The engine a model needs: its base architecture, and for a PeftModel a slot rank that
     holds its largest adapter and a slot per adapter."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    config = base.config.to_dict()
+    config = base_model(model).config.to_dict()
     config.pop("_name_or_path", None)
     rank, count = None, 1
     if isinstance(model, PeftModel):
@@ -224,8 +224,7 @@ class VLLMSampler:
         (waking an engine that is awake is not something vLLM promises to allow)."""
         key = (self.start, engine_shape(self.model, self.gpu_memory))
         if key not in ENGINES:
-            base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-            llm = self.start(base.config, key[1])
+            llm = self.start(base_model(self.model).config, key[1])
             llm.sleep(level=2)  # between generate calls the engine always sleeps
             ENGINES[key] = Engine(llm)
         return ENGINES[key]
