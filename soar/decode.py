@@ -200,6 +200,6 @@ def draw(
 def make_sampler(training: Training, model, tokenizer, batch_size: int = 64) -> Sampler:
     """The sampler spec.training.sampler names, for this model."""
     if training.sampler == "vllm":
-        return VLLMSampler(model, tokenizer, batch_size, gpu_memory=training.vllmGpuMemory)
+        return VLLMSampler(model, tokenizer, gpu_memory=training.vllmGpuMemory)
     samplers = {"transformers": TransformersSampler, "device": DeviceSampler}
     return samplers[training.sampler](model, tokenizer, batch_size=batch_size)

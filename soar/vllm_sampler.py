@@ -202,13 +202,12 @@ def samples_from(outputs: Sequence, tokenizer) -> list[list[Sample]]:
 class VLLMSampler:
     """The Sampler contract on a vLLM engine: greedy gives the model's argmax tokens; sampled
     draws come from vLLM's per-request generators (seeded from `seed`, not the same stream as
-    TransformersSampler's). batch_size is not used: the engine batches by its own memory."""
+    TransformersSampler's). It takes no batch size: the engine batches by its own memory."""
 
     def __init__(
         self,
         model,
         tokenizer,
-        batch_size: int = 64,
         gpu_memory: float = 0.3,
         start: StartEngine = start_vllm,
     ):
