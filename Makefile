@@ -43,16 +43,21 @@ browser:
 # engine, which needs CUDA and cannot run here). The tests do not depend on it: if PyPI cannot
 # give the wheel, this says so and those tests are skipped.
 VLLM_VERSION := $(shell sed -n 's/^vllm==//p' images/constraints-worker.txt)
-VLLM_IMPORTS := msgspec|cbor2|pyzmq|openai|oss-harmony|pybase64|cachetools|uvloop|py-cpuinfo
+VLLM_IMPORTS := msgspec|cbor2|pyzmq|openai|sniffio|oss-harmony|pybase64|cachetools|uvloop|py-cpuinfo
+# What soar and the tests import from it, as the tests import it (appended to sys.path): the
+# folder counts as complete only once these import (a fresh venv lacked sniffio once).
+VLLM_CHECK := from vllm.outputs import RequestOutput; from vllm.logprobs import Logprob; \
+	from vllm.sampling_params import SamplingParams; from vllm.lora.request import LoRARequest
 VLLM_CLASSES := $(SOAR_CACHE)/vllm-classes/$(VLLM_VERSION)
 
-$(VLLM_CLASSES)/.complete: $(VENV)/.installed
+$(VLLM_CLASSES)/.complete: $(VENV)/.installed Makefile
 	rm -rf $(VLLM_CLASSES)
 	if $(BIN)/pip download -q --no-deps vllm==$(VLLM_VERSION) -d $(SOAR_CACHE)/wheels \
 		&& $(BIN)/pip install -q --no-deps --target $(VLLM_CLASSES) \
 			$(SOAR_CACHE)/wheels/vllm-$(VLLM_VERSION)-*.whl \
 		&& grep -E '^($(VLLM_IMPORTS))==' images/constraints-worker.txt \
-			| xargs $(BIN)/pip install -q --no-deps --target $(VLLM_CLASSES); \
+			| xargs $(BIN)/pip install -q --no-deps --target $(VLLM_CLASSES) \
+		&& $(BIN)/python -c 'import sys; sys.path.append(sys.argv[1]); $(VLLM_CHECK)' $(VLLM_CLASSES); \
 	then touch $@; \
 	else echo "vllm-classes: vLLM $(VLLM_VERSION) not installed; its sampler tests will skip"; fi
 
