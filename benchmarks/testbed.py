@@ -6,7 +6,8 @@ hold it are stepping stones; the teacher writes one-digit sums, some of them ste
 
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
                                            [--long-steps 160] [--reward-questions 96] [--k 16]
-                                           [--seeds 0 1 2]
+                                           [--seeds 0 1 2] [--rare-rate 0.75]
+                                           [--stones teacher|positional]
 
 Prints, with the wall time of each part:
 (a) the hard split: pool size, fail@k survivors; Hard-Only (fresh student, RLOO on hard train
@@ -23,6 +24,7 @@ One torch thread: on a shared 2-core machine more threads only slow small matmul
 
 import argparse
 import copy
+import random
 import statistics
 import sys
 import time
@@ -33,7 +35,16 @@ from transformers import get_cosine_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from soar.arith import ARITH, build_arith_pool, rare_columns  # noqa: E402
+from soar.arith import (  # noqa: E402
+    ARITH,
+    HARD_RARE_RATE,
+    build_arith_pool,
+    carried_rare_columns,
+    is_rare,
+    make_problem,
+    rare_columns,
+    uniform_pair,
+)
 from soar.grading import (  # noqa: E402
     answer_checker,
     greedy_correct,
@@ -76,6 +87,37 @@ def true_answer_or_none(question: str) -> str | None:
     """The right sum, or None when the question is not a sum of two whole numbers."""
     parts = question.split("+")
     return true_answer(question) if len(parts) == 2 and all(p.isdigit() for p in parts) else None
+
+
+def rare_only_at(position: int):
+    """A pair drawer (soar.arith) whose column `position` is rare and every other is not."""
+    columns = iter(range(4))
+
+    def draw(rng: random.Random, leading: bool) -> tuple[int, int]:
+        want_rare = next(columns) == position
+        while True:
+            x, y = uniform_pair(rng, leading)
+            if is_rare(x, y) == want_rare:
+                return x, y
+
+    return draw
+
+
+def positional_stones(n: int, seed: int) -> list[dict]:
+    """Stepping stones no teacher of ours writes yet: 2-4 digit sums with one rare column at a
+    random position (no carry into it), with right answers. The rare facts there sit where the
+    hard problems hold them, not only in the first column as in a one-digit sum."""
+    rng = random.Random(seed)
+    stones: list[dict] = []
+    seen: set[str] = set()
+    while len(stones) < n:
+        digits = 2 + len(stones) % 3
+        problem = make_problem(rng, digits, rare_only_at(rng.randrange(digits)))
+        question = problem["question"]
+        if question not in seen and not carried_rare_columns(question):
+            seen.add(question)
+            stones.append({"question": question, "answer": problem["answer"]})
+    return stones
 
 
 def teacher_problems(model, tokenizer, n: int, seed: int) -> list[dict]:
@@ -164,6 +206,16 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=320)
     parser.add_argument("--k", type=int, default=16, help="samples of the fail@k filter")
     parser.add_argument(
+        "--rare-rate", type=float, default=HARD_RARE_RATE, help="share of rare hard columns"
+    )
+    parser.add_argument(
+        "--stones",
+        choices=["teacher", "positional"],
+        default="teacher",
+        help="stepping stones of (b), (d) and the curriculum: the base teacher's one-digit "
+        "sums, or 2-4 digit sums with one rare column anywhere (see positional_stones)",
+    )
+    parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="sampling seeds of the long runs"
     )
     args = parser.parse_args()
@@ -172,7 +224,7 @@ def main() -> None:
 
     with answer_checker() as check:
         start = time.perf_counter()
-        pool = build_arith_pool(args.pool, seed=0)
+        pool = build_arith_pool(args.pool, seed=0, rare_rate=args.rare_rate)
         train_q, test_q = build_hard_set(
             sampler(base, tokenizer),
             ARITH,
@@ -220,6 +272,10 @@ def main() -> None:
             f"{statistics.fmean(0 < r < 1 for r in rates):.2f} of them "
             f"[{time.perf_counter() - start:.0f} s]"
         )
+
+        if args.stones == "positional":
+            stones = positional_stones(len(stones), seed=5)
+            print(f"    (b), (d) and the curriculum use {len(stones)} positional stones instead")
 
         def datasets(pool_: list[dict]) -> list[list[dict]]:
             return [pool_[i * DATASET_SIZE : (i + 1) * DATASET_SIZE] for i in range(args.repeats)]

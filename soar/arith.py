@@ -139,17 +139,21 @@ def distinct_problems(difficulty: int) -> int:
 
 
 def build_arith_pool(
-    n: int, seed: int, difficulties: tuple[int, ...] = HARD_DIFFICULTIES
+    n: int,
+    seed: int,
+    difficulties: tuple[int, ...] = HARD_DIFFICULTIES,
+    rare_rate: float = HARD_RARE_RATE,
 ) -> list[dict]:
     """n distinct problems, spread evenly over the difficulties, each column rare with
     probability HARD_RARE_RATE and no rare column receiving a carry (so the facts a hard problem
-    needs are those of one-digit stepping stones), for a fail@k filter to sift."""
+    needs are those of one-digit stepping stones), for a fail@k filter to sift. `rare_rate` is
+    for benchmarks/testbed.py's other designs."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]
     if too_few:
         raise ValueError(f"cannot draw {per_difficulty} distinct problems of difficulty {too_few}")
     rng = random.Random(seed)
-    pair = rare_rate_pair(HARD_RARE_RATE)
+    pair = rare_rate_pair(rare_rate)
     pool: list[dict] = []
     seen: set[str] = set()
     while len(pool) < n:
