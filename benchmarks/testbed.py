@@ -7,7 +7,8 @@ hold it are stepping stones; the teacher writes one-digit sums, some of them ste
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
                                            [--long-steps 160] [--reward-questions 96] [--k 16]
                                            [--seeds 0 1 2] [--rare-rate 0.75]
-                                           [--stones teacher|positional]
+                                           [--stones teacher|positional|scaled]
+                                           [--stone-digits 2 3 4]
 
 Prints, with the wall time of each part:
 (a) the hard split: pool size, fail@k survivors; Hard-Only (fresh student, RLOO on hard train
@@ -103,21 +104,40 @@ def rare_only_at(position: int):
     return draw
 
 
-def positional_stones(n: int, seed: int) -> list[dict]:
-    """Stepping stones no teacher of ours writes yet: 2-4 digit sums with one rare column at a
-    random position (no carry into it), with right answers. The rare facts there sit where the
-    hard problems hold them, not only in the first column as in a one-digit sum."""
+def positional_stones(n: int, seed: int, digits: tuple[int, ...] = (2, 3, 4)) -> list[dict]:
+    """Stepping stones no teacher of ours writes yet: sums of `digits` digits (in turn) with one
+    rare column at a random position (no carry into it), with right answers. The rare facts
+    there sit where the hard problems hold them, not only in the first column as in a one-digit
+    sum."""
     rng = random.Random(seed)
     stones: list[dict] = []
     seen: set[str] = set()
     while len(stones) < n:
-        digits = 2 + len(stones) % 3
-        problem = make_problem(rng, digits, rare_only_at(rng.randrange(digits)))
+        size = digits[len(stones) % len(digits)]
+        problem = make_problem(rng, size, rare_only_at(rng.randrange(size)))
         question = problem["question"]
         if question not in seen and not carried_rare_columns(question):
             seen.add(question)
             stones.append({"question": question, "answer": problem["answer"]})
     return stones
+
+
+def scaled_stones(n: int, seed: int) -> list[dict]:
+    """Stepping stones a teacher could recall whole: a one-digit sum holding the rare digit, both
+    numbers times 10^j (`7000+5000`, answer 12000). The student's column work meets the rare
+    fact at column j+1 after j columns of 0+0. The 70 distinct ones, shuffled and repeated to n."""
+    distinct = [
+        (x * 10**j, y * 10**j)
+        for j in range(4)
+        for x in range(1 if j else 0, 10)
+        for y in range(1 if j else 0, 10)
+        if is_rare(x, y)
+    ]
+    random.Random(seed).shuffle(distinct)
+    return [
+        {"question": f"{a}+{b}", "answer": str(a + b)}
+        for a, b in (distinct[i % len(distinct)] for i in range(n))
+    ]
 
 
 def teacher_problems(model, tokenizer, n: int, seed: int) -> list[dict]:
@@ -210,10 +230,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--stones",
-        choices=["teacher", "positional"],
+        choices=["teacher", "positional", "scaled"],
         default="teacher",
         help="stepping stones of (b), (d) and the curriculum: the base teacher's one-digit "
-        "sums, or 2-4 digit sums with one rare column anywhere (see positional_stones)",
+        "sums, 2-4 digit sums with one rare column anywhere (positional_stones), or one-digit "
+        "sums times 10^j (scaled_stones)",
+    )
+    parser.add_argument(
+        "--stone-digits", type=int, nargs="+", default=[2, 3, 4], help="of positional stones"
     )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="sampling seeds of the long runs"
@@ -273,9 +297,12 @@ def main() -> None:
             f"[{time.perf_counter() - start:.0f} s]"
         )
 
-        if args.stones == "positional":
-            stones = positional_stones(len(stones), seed=5)
-            print(f"    (b), (d) and the curriculum use {len(stones)} positional stones instead")
+        if args.stones != "teacher":
+            if args.stones == "positional":
+                stones = positional_stones(len(stones), seed=5, digits=tuple(args.stone_digits))
+            else:
+                stones = scaled_stones(len(stones), seed=5)
+            print(f"    (b), (d) and the curriculum use {len(stones)} {args.stones} stones instead")
 
         def datasets(pool_: list[dict]) -> list[list[dict]]:
             return [pool_[i * DATASET_SIZE : (i + 1) * DATASET_SIZE] for i in range(args.repeats)]

@@ -10,12 +10,15 @@ What makes problems hard is one digit. A *rare column* is one that holds RARE_DI
 rare columns is rarely right in k samples (the hard split), while a one-digit sum holding the
 rare digit is right now and then (a stepping stone RLOO can learn from). No rare column of a hard
 problem receives a carry, so the facts a hard problem needs (`7+y+0`) are exactly the ones the
-stepping stones show. Measured (benchmarks/testbed.py --long-steps 192): 15 RLOO steps on 32
-stepping stones lift greedy accuracy on 96 hard problems by 0.031 (on 32 other one-digit sums: 0),
-and 64 steps on them before 128 on the hard split reach 0.46 on hard test, against 0.16 for 192
-steps on the hard split alone. The teacher writes one-digit sums with their answers and no
-column work, from a corpus where every digit is equally likely: about one problem in five it
-writes is a stepping stone, and its answers are right far more often than the student's own work.
+stepping stones show. Measured on the portable model (benchmarks/testbed.py --long-steps 192
+--seeds 0 1 2): 15 RLOO steps on 32 of the teacher's stepping stones lift greedy accuracy on 96
+hard problems by 0.024 (sd 0.024; on 32 other one-digit sums 0.003), and 64 steps on them before
+128 on the hard split reach 0.50 on hard test (0.60, 0.27, 0.64), against 0.40 (0.66, 0.33, 0.21)
+for 192 steps on the hard split alone: the one-digit stones teach the rare facts in the first
+column only (docs/design.md, "The CPU testbed"). The teacher writes one-digit sums with their
+answers and no column work, from a corpus where every digit is equally likely: about one problem
+in five it writes is a stepping stone, and its answers are right far more often than the
+student's own work.
 """
 
 import random
