@@ -25,6 +25,7 @@ One torch thread: on a shared 2-core machine more threads only slow small matmul
 
 import argparse
 import copy
+import itertools
 import random
 import statistics
 import sys
@@ -92,7 +93,7 @@ def true_answer_or_none(question: str) -> str | None:
 
 def rare_only_at(position: int):
     """A pair drawer (soar.arith) whose column `position` is rare and every other is not."""
-    columns = iter(range(4))
+    columns = itertools.count()
 
     def draw(rng: random.Random, leading: bool) -> tuple[int, int]:
         want_rare = next(columns) == position

@@ -148,9 +148,9 @@ def build_arith_pool(
     rare_rate: float = HARD_RARE_RATE,
 ) -> list[dict]:
     """n distinct problems, spread evenly over the difficulties, each column rare with
-    probability HARD_RARE_RATE and no rare column receiving a carry (so the facts a hard problem
-    needs are those of one-digit stepping stones), for a fail@k filter to sift. `rare_rate` is
-    for benchmarks/testbed.py's other designs."""
+    probability `rare_rate` (other values than HARD_RARE_RATE are for benchmarks/testbed.py) and
+    no rare column receiving a carry (so the facts a hard problem needs are those of one-digit
+    stepping stones), for a fail@k filter to sift."""
     per_difficulty = -(-n // len(difficulties))
     too_few = [d for d in difficulties if per_difficulty > distinct_problems(d)]
     if too_few:
