@@ -44,8 +44,8 @@ from soar.arith import (  # noqa: E402
     carried_rare_columns,
     is_rare,
     make_problem,
+    pair_of_kind,
     rare_columns,
-    uniform_pair,
 )
 from soar.grading import (  # noqa: E402
     answer_checker,
@@ -96,11 +96,7 @@ def rare_only_at(position: int):
     columns = itertools.count()
 
     def draw(rng: random.Random, leading: bool) -> tuple[int, int]:
-        want_rare = next(columns) == position
-        while True:
-            x, y = uniform_pair(rng, leading)
-            if is_rare(x, y) == want_rare:
-                return x, y
+        return pair_of_kind(rng, leading, next(columns) == position)
 
     return draw
 
@@ -298,11 +294,11 @@ def main() -> None:
             f"[{time.perf_counter() - start:.0f} s]"
         )
 
+        if args.stones == "positional":
+            stones = positional_stones(len(stones), seed=5, digits=tuple(args.stone_digits))
+        elif args.stones == "scaled":
+            stones = scaled_stones(len(stones), seed=5)
         if args.stones != "teacher":
-            if args.stones == "positional":
-                stones = positional_stones(len(stones), seed=5, digits=tuple(args.stone_digits))
-            else:
-                stones = scaled_stones(len(stones), seed=5)
             print(f"    (b), (d) and the curriculum use {len(stones)} {args.stones} stones instead")
 
         def datasets(pool_: list[dict]) -> list[list[dict]]:

@@ -55,15 +55,19 @@ def is_rare(x: int, y: int) -> bool:
     return RARE_DIGIT in (x, y)
 
 
+def pair_of_kind(rng: random.Random, leading: bool, rare: bool) -> tuple[int, int]:
+    """A column uniform among the rare ones, or among the others."""
+    while True:
+        x, y = uniform_pair(rng, leading)
+        if is_rare(x, y) == rare:
+            return x, y
+
+
 def rare_rate_pair(rate: float) -> PairDrawer:
     """Columns that are rare with probability `rate`, each uniform among its kind."""
 
     def draw(rng: random.Random, leading: bool) -> tuple[int, int]:
-        want_rare = rng.random() < rate
-        while True:
-            x, y = uniform_pair(rng, leading)
-            if is_rare(x, y) == want_rare:
-                return x, y
+        return pair_of_kind(rng, leading, rng.random() < rate)
 
     return draw
 
