@@ -7,18 +7,18 @@ least-significant digit first, one short step per column with the carry written 
 What makes problems hard is one digit. A *rare column* is one that holds RARE_DIGIT (`7+5`,
 `0+7`). The builtin tiny model's student lines hold rare columns only very rarely
 (soar.tinymodel), so its column procedure is unsure of their facts: a 4-digit sum that is mostly
-rare columns is rarely right in k samples (the hard split), while a one-digit sum holding the
-rare digit is right now and then (a stepping stone RLOO can learn from). No rare column of a hard
-problem receives a carry, so the facts a hard problem needs (`7+y+0`) are exactly the ones the
-stepping stones show. Measured on the portable model (benchmarks/testbed.py --long-steps 192
---seeds 0 1 2): 15 RLOO steps on 32 of the teacher's stepping stones lift greedy accuracy on 96
-hard problems by 0.024 (sd 0.024; on 32 other one-digit sums 0.003), and 64 steps on them before
-128 on the hard split reach 0.50 on hard test (0.60, 0.27, 0.64), against 0.40 (0.66, 0.33, 0.21)
-for 192 steps on the hard split alone: the one-digit stones teach the rare facts in the first
-column only (docs/design.md, "The CPU testbed"). The teacher writes one-digit sums with their
-answers and no column work, from a corpus where every digit is equally likely: about one problem
-in five it writes is a stepping stone, and its answers are right far more often than the
-student's own work.
+rare columns is rarely right in k samples (the hard split), while a one- or two-digit sum holding
+the rare digit once is right now and then (a stepping stone RLOO can learn from). No rare column
+of a hard problem receives a carry, so the facts a hard problem needs (`7+y+0`) are ones the
+stepping stones show. The teacher writes sums of one and two digits with its own column work in
+letters (teacher_text), from a corpus where every digit is equally likely: about a third of what
+it writes are stepping stones, a third of those with the rare fact in the tens column, where the
+hard problems hold it too, and its answers are right far more often than the student's own work.
+Measured on the builtin model (benchmarks/testbed.py --long-steps 192 --seeds 0 1 2; docs/design.md,
+"The CPU testbed"): 15 RLOO steps on 32 of the teacher's stepping stones lift greedy accuracy on 96
+hard problems by 0.059 (sd 0.039; on 32 of its other sums 0.000), and 64 steps on them before 128
+on the hard split reach 0.136 on hard test (0.265, 0.034, 0.109), against 0.018 (0.048, 0.000,
+0.007) for 192 steps on the hard split alone.
 """
 
 import random
@@ -129,14 +129,21 @@ def solution_text(question: str, answer: str) -> str:
     return " " + ",".join(column_steps(question)) + f" \\boxed{{{answer}}}"
 
 
-def teacher_text(question: str, answer: str) -> str:
-    """The teacher's output: the tagged problem and its answer, without column work.
+# The teacher's scratch digits: a letter per digit, so its column work shares no token with the
+# student's and teaches the student none of the rare digit's facts.
+TEACHER_DIGITS = str.maketrans("0123456789", "abcdefghij")
 
-    The teacher recalls one-digit sums whole, so its answers do not go through the student's
-    column procedure and its weak rare-digit facts: they are a better reference than the
-    student's own samples, which RLOO needs to learn anything from them.
+
+def teacher_text(question: str, answer: str) -> str:
+    """The teacher's output: the tagged problem, its column work in letters, and the answer.
+
+    `47+85` is `<question>47+85</question> <answer>h+f+a=bc,e+i+b=bd \\boxed{132}</answer>`.
+    The teacher sees every digit equally often, so its letter facts are sure where the student's
+    rare-digit facts are not: its answers are a better reference than the student's own samples,
+    which RLOO needs to learn anything from them.
     """
-    return f"<question>{question}</question> <answer>\\boxed{{{answer}}}</answer>"
+    work = ",".join(step.translate(TEACHER_DIGITS) for step in column_steps(question))
+    return f"<question>{question}</question> <answer>{work} \\boxed{{{answer}}}</answer>"
 
 
 def distinct_problems(difficulty: int) -> int:

@@ -126,5 +126,21 @@ def test_carried_rare_columns_by_hand():
     assert carried_rare_columns("777+777") == 2  # 7+7 carries into both higher columns
 
 
-def test_teacher_text_has_no_column_work():
-    assert teacher_text("7+5", "12") == "<question>7+5</question> <answer>\\boxed{12}</answer>"
+def test_teacher_works_columns_in_letters_by_hand():
+    # 7+5+0=12, then 4+8+1=13, with a=0 ... j=9
+    assert teacher_text("47+85", "132") == (
+        "<question>47+85</question> <answer>h+f+a=bc,e+i+b=bd \\boxed{132}</answer>"
+    )
+    assert (
+        teacher_text("7+5", "12")
+        == "<question>7+5</question> <answer>h+f+a=bc \\boxed{12}</answer>"
+    )
+
+
+def test_teacher_work_shares_no_digit_with_the_student_work():
+    rng = random.Random(5)
+    for difficulty in (1, 2, 4):
+        problem = make_problem(rng, difficulty)
+        text = teacher_text(problem["question"], problem["answer"])
+        work = text.split("<answer>")[1].split("\\boxed")[0]
+        assert not any(c.isdigit() for c in work), work
