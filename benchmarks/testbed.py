@@ -1,8 +1,9 @@
 """Is the builtin tiny model a testbed where SOAR's effect can appear? Measures it, as numbers.
 
 The domain (soar.arith): the tiny model adds sums column by column but hardly knows the column
-facts of one rare digit. Hard problems are 4-digit sums full of it (fail@k); one-digit sums that
-hold it are stepping stones; the teacher writes one-digit sums, some of them stepping stones.
+facts of one rare digit. Hard problems are 4-digit sums full of it (fail@k); short sums that
+hold it once are stepping stones; the teacher writes one- and two-digit sums, some of them
+stepping stones.
 
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
                                            [--long-steps 160] [--reward-questions 96] [--k 16]
@@ -102,10 +103,10 @@ def rare_only_at(position: int):
 
 
 def positional_stones(n: int, seed: int, digits: tuple[int, ...] = (2, 3, 4)) -> list[dict]:
-    """Stepping stones no teacher of ours writes yet: sums of `digits` digits (in turn) with one
-    rare column at a random position (no carry into it), with right answers. The rare facts
-    there sit where the hard problems hold them, not only in the first column as in a one-digit
-    sum."""
+    """Stepping stones with right answers as a teacher could at best write them: sums of
+    `digits` digits (in turn) with one rare column at a random position (no carry into it). The
+    rare facts there sit where the hard problems hold them, not only in the first column as in
+    a one-digit sum."""
     rng = random.Random(seed)
     stones: list[dict] = []
     seen: set[str] = set()
@@ -229,9 +230,9 @@ def main() -> None:
         "--stones",
         choices=["teacher", "positional", "scaled"],
         default="teacher",
-        help="stepping stones of (b), (d) and the curriculum: the base teacher's one-digit "
-        "sums, 2-4 digit sums with one rare column anywhere (positional_stones), or one-digit "
-        "sums times 10^j (scaled_stones)",
+        help="stepping stones of (b), (d) and the curriculum: the base teacher's sums that "
+        "hold the rare digit, 2-4 digit sums with one rare column anywhere "
+        "(positional_stones), or one-digit sums times 10^j (scaled_stones)",
     )
     parser.add_argument(
         "--stone-digits", type=int, nargs="+", default=[2, 3, 4], help="of positional stones"
