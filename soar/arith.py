@@ -12,13 +12,15 @@ the rare digit once is right now and then (a stepping stone RLOO can learn from)
 of a hard problem receives a carry, so the facts a hard problem needs (`7+y+0`) are ones the
 stepping stones show. The teacher writes sums of one and two digits with its own column work in
 letters (teacher_text), from a corpus where every digit is equally likely: about a third of what
-it writes are stepping stones, a third of those with the rare fact in the tens column, where the
+it writes are stepping stones, 40% of those with the rare fact in the tens column, where the
 hard problems hold it too, and its answers are right far more often than the student's own work.
 Measured on the builtin model (benchmarks/testbed.py --long-steps 192 --seeds 0 1 2; docs/design.md,
 "The CPU testbed"): 15 RLOO steps on 32 of the teacher's stepping stones lift greedy accuracy on 96
 hard problems by 0.059 (sd 0.039; on 32 of its other sums 0.000), and 64 steps on them before 128
 on the hard split reach 0.136 on hard test (0.265, 0.034, 0.109), against 0.018 (0.048, 0.000,
-0.007) for 192 steps on the hard split alone.
+0.007) for 192 steps on the hard split alone. The hard split is also hard because this student
+miscopies digits of long sums (greedy 0.225 on 4-digit sums without the rare digit); a recipe
+whose student copies well lets the hard split alone learn (docs/design.md).
 """
 
 import random
