@@ -60,8 +60,9 @@ class TinyRecipe:
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 50
-    # Half the lines are the teacher's: fewer, and its letter facts stay unsure (2-digit answers
-    # right 0.43 at 0.25, 0.80 at 0.5).
+    # Half the lines are the teacher's: with a quarter its letter facts stay unsure (2-digit
+    # answers right 0.43; 0.80 with half). The student's copying of 4-digit sums pays for it
+    # (docs/design.md, "The CPU testbed").
     teacher_fraction: float = 0.5
     # Sums of 1 and 2 digits, worked out in the teacher's letters (soar.arith.teacher_text).
     teacher_difficulties: tuple[int, ...] = (1, 2)
