@@ -19,7 +19,8 @@ Prints, with the wall time of each part:
 (c) the base teacher: valid outputs, share that are stepping stones, accuracy of its answers,
     the base student's sampled success on its stepping stones;
 (d) the student reward R = acc' - acc on Q_R over --repeats inner loops: mean and standard
-    deviation for stepping-stone datasets and for easy datasets (the teacher's other problems);
+    deviation for stepping-stone datasets, for easy datasets (the teacher's other problems) and
+    for datasets as the teacher writes them (both kinds mixed, as a SOAR step sees them);
     and the cost of one RLOO step, one inner loop, one greedy grading of Q_R.
 One torch thread: on a shared 2-core machine more threads only slow small matmuls down.
 """
@@ -238,7 +239,11 @@ def main() -> None:
         "--stone-digits", type=int, nargs="+", default=[2, 3, 4], help="of positional stones"
     )
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0], help="sampling seeds of the long runs"
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="sampling seeds of the long runs; none skips them",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -309,9 +314,14 @@ def main() -> None:
             base, tokenizer, datasets(stones), reward_q, check, args
         )
         easy_r, _ = inner_loop_rewards(base, tokenizer, datasets(easy), reward_q, check, args)
+        written_r, _ = inner_loop_rewards(
+            base, tokenizer, datasets(problems), reward_q, check, args
+        )
         print(f"(b,d) R on Q_R after {args.inner_steps} steps, lr {args.lr}:")
         print(f"    stepping-stone datasets: {describe(stone_r)}")
         print(f"    easy datasets:           {describe(easy_r)}")
+        counts = [sum(bool(rare_columns(p["question"])) for p in d) for d in datasets(problems)]
+        print(f"    datasets as written:     {describe(written_r)}; stones in each {counts}")
         print(
             f"    one inner loop {loop_s:.1f} s; one RLOO step {loop_s / args.inner_steps:.2f} s"
             f"; greedy grading of hard test ({len(test_q)}) {grading:.2f} s"
