@@ -20,7 +20,9 @@ Prints, with the wall time of each part:
     the base student's sampled success on its stepping stones;
 (d) the student reward R = acc' - acc on Q_R over --repeats inner loops: mean and standard
     deviation for stepping-stone datasets, for easy datasets (the teacher's other problems) and
-    for datasets as the teacher writes them (both kinds mixed, as a SOAR step sees them);
+    for datasets as the teacher writes them (both kinds mixed, as a SOAR step sees them); the
+    same for the share of answer digits right on Q_R, and how both follow the stones in each
+    written dataset (correlation);
     and the cost of one RLOO step, one inner loop, one greedy grading of Q_R.
 One torch thread: on a shared 2-core machine more threads only slow small matmuls down.
 """
@@ -57,7 +59,7 @@ from soar.grading import (  # noqa: E402
 )
 from soar.hardset import build_hard_set  # noqa: E402
 from soar.models import load_model  # noqa: E402
-from soar.prompts import parse_teacher_output  # noqa: E402
+from soar.prompts import last_boxed, parse_teacher_output  # noqa: E402
 from soar.sampler import TransformersSampler  # noqa: E402
 from soar.student import train_rloo  # noqa: E402
 
@@ -79,6 +81,23 @@ def accuracy(model, tokenizer, questions: list[dict], check) -> float:
         check=check,
     )
     return statistics.fmean(correct)
+
+
+def digit_accuracy(model, tokenizer, questions: list[dict]) -> float:
+    """Share of the reference's digits that the greedy answer has right, in place (aligned on
+    the units): the progress on single column facts that whole-problem accuracy hides while a
+    hard sum still has one wrong column."""
+    groups = sampler(model, tokenizer).generate(
+        [ARITH.student_prompt(q["question"], tokenizer) for q in questions],
+        temperature=0.0,
+        max_new_tokens=MAX_NEW_TOKENS,
+    )
+    shares = []
+    for group, question in zip(groups, questions, strict=True):
+        answer, reference = (last_boxed(group[0].text) or "").strip(), question["answer"]
+        right = sum(a == b for a, b in zip(reversed(answer), reversed(reference), strict=False))
+        shares.append(right / len(reference))
+    return statistics.fmean(shares)
 
 
 def true_answer(question: str) -> str:
@@ -169,17 +188,22 @@ def train(model, tokenizer, questions, check, *, steps, lr, seed, start_step=0, 
     )
 
 
-def inner_loop_rewards(base, tokenizer, datasets, reward_q, check, args) -> tuple[list, float]:
-    """R = acc' - acc on Q_R for one inner loop per dataset; and the mean loop's seconds."""
+def inner_loop_rewards(
+    base, tokenizer, datasets, reward_q, check, args
+) -> tuple[list, list, float]:
+    """R = acc' - acc on Q_R for one inner loop per dataset; the change of digit accuracy on
+    Q_R; and the mean loop's seconds."""
     acc = accuracy(base, tokenizer, reward_q, check)
-    rewards, seconds = [], []
+    digits = digit_accuracy(base, tokenizer, reward_q)
+    rewards, digit_gains, seconds = [], [], []
     for i, dataset in enumerate(datasets):
         student = copy.deepcopy(base)
         start = time.perf_counter()
         train(student, tokenizer, dataset, check, steps=args.inner_steps, lr=args.lr, seed=i)
         seconds.append(time.perf_counter() - start)
         rewards.append(accuracy(student, tokenizer, reward_q, check) - acc)
-    return rewards, statistics.fmean(seconds)
+        digit_gains.append(digit_accuracy(student, tokenizer, reward_q) - digits)
+    return rewards, digit_gains, statistics.fmean(seconds)
 
 
 def long_run(base, tokenizer, phases, test, check, lr: float, seed: int = 0) -> float:
@@ -274,7 +298,8 @@ def main() -> None:
         base_qr = accuracy(base, tokenizer, reward_q, check)
         print(
             f"    base greedy: hard test {base_test:.3f}, Q_R ({len(reward_q)}) {base_qr:.3f}"
-            f" [grading Q_R: {time.perf_counter() - start:.2f} s]"
+            f" [grading Q_R: {time.perf_counter() - start:.2f} s]; digit accuracy on Q_R "
+            f"{digit_accuracy(base, tokenizer, reward_q):.3f}"
         )
 
         start = time.perf_counter()
@@ -310,11 +335,13 @@ def main() -> None:
         def datasets(pool_: list[dict]) -> list[list[dict]]:
             return [pool_[i * DATASET_SIZE : (i + 1) * DATASET_SIZE] for i in range(args.repeats)]
 
-        stone_r, loop_s = inner_loop_rewards(
+        stone_r, stone_d, loop_s = inner_loop_rewards(
             base, tokenizer, datasets(stones), reward_q, check, args
         )
-        easy_r, _ = inner_loop_rewards(base, tokenizer, datasets(easy), reward_q, check, args)
-        written_r, _ = inner_loop_rewards(
+        easy_r, easy_d, _ = inner_loop_rewards(
+            base, tokenizer, datasets(easy), reward_q, check, args
+        )
+        written_r, written_d, _ = inner_loop_rewards(
             base, tokenizer, datasets(problems), reward_q, check, args
         )
         print(f"(b,d) R on Q_R after {args.inner_steps} steps, lr {args.lr}:")
@@ -322,6 +349,16 @@ def main() -> None:
         print(f"    easy datasets:           {describe(easy_r)}")
         counts = [sum(bool(rare_columns(p["question"])) for p in d) for d in datasets(problems)]
         print(f"    datasets as written:     {describe(written_r)}; stones in each {counts}")
+        print("    change of digit accuracy on Q_R:")
+        print(f"    stepping-stone datasets: {describe(stone_d)}")
+        print(f"    easy datasets:           {describe(easy_d)}")
+        print(f"    datasets as written:     {describe(written_d)}")
+        if args.repeats > 2:
+            print(
+                "    correlation with the stones in each written dataset: R "
+                f"{statistics.correlation(counts, written_r):+.2f}, digit accuracy "
+                f"{statistics.correlation(counts, written_d):+.2f}"
+            )
         print(
             f"    one inner loop {loop_s:.1f} s; one RLOO step {loop_s / args.inner_steps:.2f} s"
             f"; greedy grading of hard test ({len(test_q)}) {grading:.2f} s"
