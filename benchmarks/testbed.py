@@ -6,6 +6,7 @@ hold it once are stepping stones; the teacher writes one- and two-digit sums, so
 stepping stones.
 
     .venv/bin/python benchmarks/testbed.py [--repeats 3] [--inner-steps 15] [--lr 1e-4]
+                                           [--dataset-size 32]
                                            [--long-steps 160] [--reward-questions 96] [--k 16]
                                            [--seeds 0 1 2] [--rare-rate 0.75]
                                            [--stones teacher|positional|scaled]
@@ -65,7 +66,6 @@ from soar.student import train_rloo  # noqa: E402
 
 MAX_NEW_TOKENS = 64
 CURRICULUM_STEPS = 64
-DATASET_SIZE = 32
 
 
 def sampler(model, tokenizer) -> TransformersSampler:
@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-arith")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--inner-steps", type=int, default=15)
+    parser.add_argument("--dataset-size", type=int, default=32, help="questions in a dataset")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--long-steps", type=int, default=160)
     parser.add_argument("--reward-questions", type=int, default=96)
@@ -333,7 +334,8 @@ def main() -> None:
             print(f"    (b), (d) and the curriculum use {len(stones)} {args.stones} stones instead")
 
         def datasets(pool_: list[dict]) -> list[list[dict]]:
-            return [pool_[i * DATASET_SIZE : (i + 1) * DATASET_SIZE] for i in range(args.repeats)]
+            size = args.dataset_size
+            return [pool_[i * size : (i + 1) * size] for i in range(args.repeats)]
 
         stone_r, stone_d, loop_s = inner_loop_rewards(
             base, tokenizer, datasets(stones), reward_q, check, args
