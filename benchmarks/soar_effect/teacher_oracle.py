@@ -80,6 +80,9 @@ def main() -> None:
         rollouts = sample_questions(
             sampler, prompt, args.datasets * args.size, seed=derive_seed(args.seed, "rollouts", t)
         )
+        if len(rollouts) < args.datasets:
+            print(f"step {t}: only {len(rollouts)} valid outputs, fewer than the datasets; stop")
+            return
         datasets = [rollouts[k :: args.datasets] for k in range(args.datasets)]
         shares = [sum(bool(rare_columns(q)) for _, q in d) / len(d) for d in datasets]
         rewards = [args.slope * s + noise.gauss(0.0, args.noise) for s in shares]  # [g]
